@@ -1,0 +1,133 @@
+"""The host build of the kernels: the CUDA sources compiled for the CPU, called through ctypes.
+
+This is the one place that loads native code for the CPU backend. The library is the extension
+built at install time (``gpudecode._hostkernels``); in a source checkout without it, the same
+sources are compiled on first use with the system C++ compiler into a per-user cache.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import importlib.util
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from gpudecode.errors import BackendUnavailableError
+from gpudecode.kernels import CUDA_SOURCES, KERNEL_DIR
+
+_P = ctypes.c_void_p
+_I = ctypes.c_int
+_SIGNATURES = {
+    # name: argtypes, in the order of the kernel's parameters
+    "rasterize_mv": [_P, _I, _I, _I, _I, _P, _P],
+    "accumulate_step": [_P, _P, _P, _I, _I, _I, _I],
+    "yuv420_to_rgb": [_P, _I, _P, _P, _I, _I, _I, _I, _P],
+    "gather_mv_residual": [_P, _P, _P, _I, _P, _P, _I, _I, _I, _I, _P, _P],
+}
+_SOURCE_FILES = ("common.cuh", *CUDA_SOURCES, "host/shim.h", "host/hostkernels.cpp")
+
+
+def _ptr(a: np.ndarray | None) -> int | None:
+    return None if a is None else a.ctypes.data
+
+
+def build_host_library(output: str | os.PathLike, *, compiler: str | None = None,
+                       flags: tuple[str, ...] = ("-O3",)) -> Path:
+    """Compile ``kernels/*.cu`` for the CPU through ``host/shim.h`` into a shared library."""
+    cxx = compiler or os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+    if cxx is None:
+        raise BackendUnavailableError(None, "no C++ compiler found to build the host kernels",
+                                      "install g++ or reinstall gpudecode with a compiler present")
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    cmd = [cxx, *flags, "-shared", "-fPIC", "-x", "c++", str(KERNEL_DIR / "host" / "hostkernels.cpp"), "-o", str(tmp)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BackendUnavailableError(None, f"compiling the host kernels failed: {' '.join(cmd)}\n{proc.stderr}")
+    os.replace(tmp, output)
+    return output
+
+
+def _sources_digest() -> str:
+    h = hashlib.sha256()
+    for name in _SOURCE_FILES:
+        h.update((KERNEL_DIR / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _library_path() -> Path:
+    override = os.environ.get("GPUDECODE_HOST_KERNELS")
+    if override:
+        return Path(override)
+    spec = importlib.util.find_spec("gpudecode._hostkernels")
+    if spec is not None and spec.origin:
+        return Path(spec.origin)
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gpudecode"
+    path = cache / f"hostkernels-{_sources_digest()}.so"
+    if not path.exists():
+        build_host_library(path)
+    return path
+
+
+class HostKernels:
+    """Typed wrappers over one loaded host library. Outputs are preallocated by the caller."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        try:
+            lib = ctypes.CDLL(str(self.path))
+        except OSError as e:
+            raise BackendUnavailableError(self.path, f"cannot load the host kernels: {e}",
+                                          "reinstall gpudecode or delete the cached library") from e
+        for name, argtypes in _SIGNATURES.items():
+            fn = getattr(lib, name)
+            fn.argtypes, fn.restype = argtypes, None
+            setattr(self, f"_{name}", fn)
+        self._lib = lib
+        self._flag = np.zeros(1, np.int32)
+
+    def rasterize_mv(self, mvs: np.ndarray, grid: np.ndarray, cell_shift: int) -> bool:
+        """Write MV records into a zeroed (grid_h, grid_w, 2) int16 grid; True if a block was misaligned."""
+        assert mvs.dtype.itemsize == 40 and mvs.flags.c_contiguous and grid.dtype == np.int16
+        self._flag[0] = 0
+        self._rasterize_mv(_ptr(mvs), len(mvs), grid.shape[1], grid.shape[0], cell_shift, _ptr(grid), _ptr(self._flag))
+        return bool(self._flag[0])
+
+    def accumulate_step(self, src_prev: np.ndarray | None, src_next: np.ndarray, grid: np.ndarray,
+                        cell_shift: int) -> None:
+        height, width = src_next.shape
+        self._accumulate_step(_ptr(src_prev), _ptr(src_next), _ptr(grid), grid.shape[1], cell_shift, width, height)
+
+    def yuv420_to_rgb(self, y: np.ndarray, u: np.ndarray, v: np.ndarray, matrix: int, out: np.ndarray) -> None:
+        height, width = out.shape[:2]
+        self._yuv420_to_rgb(_ptr(y), y.strides[0], _ptr(u), _ptr(v), u.strides[0], width, height, matrix, _ptr(out))
+
+    def gather_mv_residual(self, src: np.ndarray | None, iframe_rgb: np.ndarray, y: np.ndarray, u: np.ndarray,
+                           v: np.ndarray, matrix: int, mv_out: np.ndarray, residual_out: np.ndarray) -> None:
+        height, width = mv_out.shape[:2]
+        self._gather_mv_residual(_ptr(src), _ptr(iframe_rgb), _ptr(y), y.strides[0], _ptr(u), _ptr(v),
+                                 u.strides[0], width, height, matrix, _ptr(mv_out), _ptr(residual_out))
+
+
+_lock = threading.Lock()
+_loaded: HostKernels | None = None
+
+
+def host_kernels() -> HostKernels:
+    """The process-wide host kernels, loaded (or compiled) on first use."""
+    global _loaded
+    with _lock:
+        if _loaded is None:
+            _loaded = HostKernels(_library_path())
+        return _loaded
+
+
+__all__ = ["HostKernels", "build_host_library", "host_kernels"]

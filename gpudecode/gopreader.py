@@ -1,0 +1,95 @@
+"""One open per clip: walk the sampled GOPs of a video, each decoded once from its I-frame.
+
+Both backends read frames through this: it seeks to each needed GOP's I-frame by timestamp
+(continuing without a seek when the GOP follows the last one decoded), decodes up to the
+furthest position any segment needs, and checks that what it decodes matches the index.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import av
+
+from gpudecode._av import PICT_I, PICT_P, open_video
+from gpudecode.errors import BFramesError, DecodeError, PREPARE_REMEDY
+from gpudecode.index import GopIndex
+
+
+class GopReader:
+    """Frames of one video, GOP by GOP, in increasing GOP order. Use as a context manager."""
+
+    def __init__(self, index: GopIndex, *, export_mvs: bool, threads: int = 1):
+        self.index = index
+        self.container, self.stream = open_video(index.path, export_mvs=export_mvs, threads=threads)
+        self._frames = self.container.decode(self.stream)
+        self._next = 0  # decoded-frame index of the next frame self._frames yields
+        self.seeks = 0
+
+    def __enter__(self) -> "GopReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.container.close()
+
+    def _restart(self) -> None:
+        self.container.seek(0, stream=self.stream, backward=True)
+        self._frames = self.container.decode(self.stream)
+        self._next = 0
+
+    def _position(self, gop: int) -> av.VideoFrame | None:
+        """Make the next frame GOP ``gop``'s I-frame; return it if seeking already decoded it."""
+        start = self.index.gop_starts[gop]
+        if start == self._next:
+            return None
+        if self.index.seekable:
+            target = self.index.gop_pts[gop]
+            self.container.seek(target, stream=self.stream, backward=True)
+            self.seeks += 1
+            self._frames = self.container.decode(self.stream)
+            for frame in self._frames:
+                if frame.pts == target:
+                    self._next = start + 1
+                    return frame
+                if frame.pts is None or frame.pts > target:
+                    break
+            self._restart()  # the seek landed somewhere unexpected: fall back to counting frames
+        elif start < self._next:
+            self._restart()
+        while self._next < start:
+            next(self._frames)
+            self._next += 1
+        return None
+
+    def frames(self, gop: int, last: int) -> Iterator[tuple[int, av.VideoFrame]]:
+        """Yield ``(k, frame)`` for k = 0..last of GOP ``gop`` (k = 0 is the I-frame)."""
+        path = self.index.path
+        if not 0 <= last < self.index.gop_lengths[gop]:
+            raise ValueError(f"{path}: position {last} is outside GOP {gop} of length {self.index.gop_lengths[gop]}")
+        try:
+            first = self._position(gop)
+            for k in range(last + 1):
+                if k == 0 and first is not None:
+                    frame = first
+                else:
+                    frame = next(self._frames, None)
+                    if frame is None:
+                        raise DecodeError(path, f"the stream ended inside GOP {gop} (frame {self.index.gop_starts[gop] + k}); "
+                                                "the file changed since it was indexed or is truncated")
+                    self._next += 1
+                kind = int(frame.pict_type)
+                if k == 0 and kind != PICT_I:
+                    raise DecodeError(path, f"expected the I-frame of GOP {gop} at frame {self.index.gop_starts[gop]}, "
+                                            f"decoded picture type {kind}; the file changed since it was indexed")
+                if k > 0 and kind != PICT_P:
+                    if kind == 3:
+                        raise BFramesError(path, "has B-frames", PREPARE_REMEDY)
+                    raise DecodeError(path, f"expected a P-frame at frame {self.index.gop_starts[gop] + k}, "
+                                            f"decoded picture type {kind}; the file changed since it was indexed")
+                yield k, frame
+        except av.FFmpegError as e:
+            raise DecodeError(path, f"decoding GOP {gop} failed ({e.strerror or e})",
+                              "the file is damaged; re-download it or drop it") from e

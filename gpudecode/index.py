@@ -1,0 +1,328 @@
+"""The GOP index of a video, read from the stream itself and cached on disk.
+
+A GOP starts at every I-frame the decoder reports (picture type, never a fixed GOP size): the
+published loader's ``gop = frame // 12`` breaks on any other encoding and on scene-cut I-frames.
+Frames are counted as the decoder outputs them, not as packets (HMDB AVIs carry one extra
+packet). Indexing decodes the whole file once, so it is cached per file (keyed by path, size and
+modification time) in one SQLite file, and built in parallel for a dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import av
+import numpy as np
+
+from gpudecode._av import MV_CODECS, PICT_B, PICT_I, PICT_P, colour_matrix, open_video
+from gpudecode.errors import (
+    BFramesError,
+    CorruptVideoError,
+    DecodeError,
+    GpudecodeError,
+    NoMotionVectorsError,
+    UnsupportedVideoError,
+    PREPARE_REMEDY,
+)
+
+#: Bumped whenever GopIndex's fields or their meaning change; older cache entries are ignored.
+INDEX_VERSION = 1
+#: GOPs longer than this are readable but accumulate MVs over long chains; `inspect` suggests prepare.
+LONG_GOP = 60
+
+
+@dataclass(frozen=True)
+class GopIndex:
+    """What the engine needs to know about a video before decoding any of it.
+
+    ``gop_starts[g]`` is the decoded-frame index of GOP g's I-frame and ``gop_lengths[g]`` the
+    number of frames in the GOP (the I-frame and the frames up to the next I-frame).
+    ``gop_pts[g]`` is the I-frame's presentation timestamp in the stream's time base, the seek
+    target; ``seekable`` is False when timestamps are missing or not increasing, in which case
+    the engine decodes sequentially from the start.
+    """
+
+    path: str
+    codec: str
+    width: int
+    height: int
+    fps: float
+    num_frames: int
+    gop_starts: tuple[int, ...]
+    gop_lengths: tuple[int, ...]
+    gop_pts: tuple[int, ...]
+    num_i: int
+    num_p: int
+    num_b: int
+    variable_frame_rate: bool
+    seekable: bool
+    pix_fmt: str
+    colour_matrix: int
+    file_size: int = 0
+    file_mtime_ns: int = 0
+    leading_frames: int = 0  # frames before the first I-frame (not part of any GOP)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def num_gops(self) -> int:
+        return len(self.gop_starts)
+
+    @property
+    def has_b_frames(self) -> bool:
+        return self.num_b > 0
+
+    @property
+    def has_motion_vectors(self) -> bool:
+        return self.codec in MV_CODECS
+
+    @property
+    def max_gop_length(self) -> int:
+        return max(self.gop_lengths) if self.gop_lengths else 0
+
+    def problems(self) -> list[UnsupportedVideoError]:
+        """Every reason the engine cannot read this video as is (empty when it can)."""
+        out: list[UnsupportedVideoError] = []
+        if not self.has_motion_vectors:
+            out.append(NoMotionVectorsError(self.path, f"codec {self.codec} exports no motion vectors in FFmpeg",
+                                            PREPARE_REMEDY + " --codec mpeg4 (or h264)"))
+        if self.has_b_frames:
+            out.append(BFramesError(self.path, f"has B-frames ({self.num_b} of {self.num_frames} frames)", PREPARE_REMEDY))
+        if not self.gop_starts:
+            out.append(UnsupportedVideoError(self.path, "has no I-frame", PREPARE_REMEDY))
+        return out
+
+    def check_readable(self) -> None:
+        """Raise the first problem, so a dataset can skip and report the video."""
+        problems = self.problems()
+        if problems:
+            raise problems[0]
+
+    def warnings(self) -> list[str]:
+        """Readable, but worth knowing (shown by ``gpudecode inspect``)."""
+        out = []
+        if self.max_gop_length > LONG_GOP:
+            out.append(f"long GOPs (up to {self.max_gop_length} frames): MVs accumulate over long P-frame chains; "
+                       "`gpudecode prepare` re-encodes with GOP 12")
+        if self.variable_frame_rate:
+            out.append("variable frame rate: segments are spread over frames, not seconds")
+        if self.leading_frames:
+            out.append(f"{self.leading_frames} frames before the first I-frame are never sampled")
+        if not self.seekable:
+            out.append("timestamps missing or not increasing: GOPs are reached by decoding from the start (slower)")
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "GopIndex":
+        d = json.loads(text)
+        for k in ("gop_starts", "gop_lengths", "gop_pts"):
+            d[k] = tuple(d[k])
+        return cls(**d)
+
+
+def _is_vfr(pts: np.ndarray) -> bool:
+    """Frame durations that differ by more than timestamp rounding (10% of the median, at least one tick)."""
+    if len(pts) < 3:
+        return False
+    d = np.diff(pts)
+    med = float(np.median(d))
+    return bool(np.any(np.abs(d - med) > max(1.0, 0.1 * med)))
+
+
+def build_index(path: str | os.PathLike) -> GopIndex:
+    """Decode ``path`` once (pixels discarded) and read its GOP table. Raises typed errors."""
+    path = Path(path)
+    st = path.stat() if path.exists() else None
+    # The loop filter does not change picture types; skipping it makes indexing ~13% cheaper.
+    container, stream = open_video(path, options={"skip_loop_filter": "all"})
+    types: list[int] = []
+    pts: list[int | None] = []
+    matrix, pix_fmt = 0, stream.codec_context.pix_fmt or "?"
+    try:
+        with container:
+            for frame in container.decode(stream):
+                if not types:
+                    matrix, pix_fmt = colour_matrix(frame), frame.format.name
+                types.append(int(frame.pict_type))
+                pts.append(frame.pts)
+    except av.FFmpegError as e:
+        raise DecodeError(path, f"decoding failed after {len(types)} frames ({e.strerror or e})",
+                          "the file is damaged; re-download it or drop it") from e
+    if not types:
+        raise CorruptVideoError(path, "the video stream decodes to no frames (truncated or damaged)")
+    t = np.asarray(types)
+    starts = np.flatnonzero(t == PICT_I)
+    lengths = np.diff(np.append(starts, len(t)))
+    seekable = all(p is not None for p in pts) and bool(np.all(np.diff(np.asarray(pts, dtype=np.int64)) > 0)) \
+        if all(p is not None for p in pts) else False
+    rate = stream.average_rate or stream.guessed_rate
+    return GopIndex(
+        path=str(path), codec=stream.codec_context.name, width=stream.codec_context.width,
+        height=stream.codec_context.height, fps=float(rate) if rate else 0.0, num_frames=len(t),
+        gop_starts=tuple(int(s) for s in starts), gop_lengths=tuple(int(n) for n in lengths),
+        gop_pts=tuple(int(pts[s]) if pts[s] is not None else -1 for s in starts),
+        num_i=int((t == PICT_I).sum()), num_p=int((t == PICT_P).sum()), num_b=int((t == PICT_B).sum()),
+        variable_frame_rate=seekable and _is_vfr(np.asarray(pts, dtype=np.int64)), seekable=seekable,
+        pix_fmt=pix_fmt, colour_matrix=matrix,
+        file_size=st.st_size if st else 0, file_mtime_ns=st.st_mtime_ns if st else 0,
+        leading_frames=int(starts[0]) if len(starts) else len(t),
+    )
+
+
+def default_cache_path() -> Path:
+    root = os.environ.get("GPUDECODE_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gpudecode"
+    return Path(root) / "index.sqlite"
+
+
+class IndexCache:
+    """GOP indexes (and indexing failures) keyed by absolute path, valid while size and mtime match.
+
+    Failures are cached too, so a bad file in a 200k-video dataset is tried once, not every epoch.
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = Path(path) if path is not None else default_cache_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._db() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS gop_index (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER,"
+                       " version INTEGER, index_json TEXT, error_type TEXT, error_args TEXT)")
+
+    def _db(self) -> sqlite3.Connection:
+        # One connection per thread and process (sqlite connections must not cross a fork).
+        key = (os.getpid(), threading.get_ident())
+        if getattr(self._local, "key", None) != key:
+            self._local.db = sqlite3.connect(self.path, timeout=60)
+            self._local.key = key
+        return self._local.db
+
+    def get(self, path: str | os.PathLike) -> GopIndex | GpudecodeError | None:
+        p = Path(path).resolve()
+        try:
+            st = p.stat()
+        except OSError:
+            return None
+        row = self._db().execute("SELECT size, mtime_ns, version, index_json, error_type, error_args FROM gop_index "
+                                 "WHERE path = ?", (str(p),)).fetchone()
+        if row is None or row[0] != st.st_size or row[1] != st.st_mtime_ns or row[2] != INDEX_VERSION:
+            return None
+        if row[3] is not None:
+            return GopIndex.from_json(row[3])
+        return _error_from_row(row[4], row[5])
+
+    def put(self, path: str | os.PathLike, result: GopIndex | GpudecodeError) -> None:
+        p = Path(path).resolve()
+        try:
+            st = p.stat()
+        except OSError:
+            return  # a missing file is not worth remembering
+        if isinstance(result, GopIndex):
+            values = (result.to_json(), None, None)
+        else:
+            values = (None, type(result).__name__, json.dumps([result.path, result.reason, result.remedy]))
+        with self._db() as db:
+            db.execute("INSERT OR REPLACE INTO gop_index VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (str(p), st.st_size, st.st_mtime_ns, INDEX_VERSION, *values))
+
+
+def _error_from_row(type_name: str, args_json: str) -> GpudecodeError:
+    from gpudecode import errors
+
+    cls = getattr(errors, type_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, GpudecodeError)):
+        cls = GpudecodeError
+    return cls(*json.loads(args_json))
+
+
+_CacheArg = "IndexCache | str | os.PathLike | bool | None"
+
+
+def _resolve_cache(cache) -> IndexCache | None:
+    if cache is None or cache is False:
+        return None
+    if cache is True:
+        return IndexCache()
+    if isinstance(cache, IndexCache):
+        return cache
+    return IndexCache(cache)
+
+
+def index_video(path: str | os.PathLike, *, cache: IndexCache | str | os.PathLike | bool | None = True) -> GopIndex:
+    """The GOP index of one video, from the cache when it is fresh. Raises typed errors (also cached)."""
+    store = _resolve_cache(cache)
+    hit = store.get(path) if store is not None else None
+    if isinstance(hit, GopIndex):
+        return hit
+    if isinstance(hit, GpudecodeError):
+        raise hit
+    try:
+        result = build_index(path)
+    except GpudecodeError as e:
+        if store is not None:
+            store.put(path, e)
+        raise
+    if store is not None:
+        store.put(path, result)
+    return result
+
+
+def _index_worker(path: str) -> GopIndex | GpudecodeError:
+    try:
+        return build_index(path)
+    except GpudecodeError as e:
+        return e
+    except Exception as e:  # an FFmpeg/PyAV failure we did not anticipate still names the file
+        return CorruptVideoError(path, f"indexing failed: {type(e).__name__}: {e}")
+
+
+def index_videos(paths: Iterable[str | os.PathLike], *, workers: int | None = None,
+                 cache: IndexCache | str | os.PathLike | bool | None = True,
+                 progress: bool = True) -> dict[str, GopIndex | GpudecodeError]:
+    """Index many videos in parallel (one process per core) with a progress bar.
+
+    Returns, for every path as given, its GopIndex or the typed error that stopped it; nothing is
+    raised for a bad video, so a dataset can report them all at once.
+    """
+    from tqdm.auto import tqdm
+
+    paths = [str(p) for p in paths]
+    store = _resolve_cache(cache)
+    results: dict[str, GopIndex | GpudecodeError] = {}
+    todo: list[str] = []
+    for p in paths:
+        hit = store.get(p) if store is not None else None
+        if hit is None:
+            todo.append(p)
+        else:
+            results[p] = hit
+    workers = workers or os.cpu_count() or 1
+    bar = tqdm(total=len(todo), desc="indexing GOPs", unit="video", disable=not progress or not todo)
+    try:
+        if workers <= 1 or len(todo) <= 1:
+            for p in todo:
+                results[p] = _index_worker(p)
+                bar.update()
+        else:
+            with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
+                futures = {pool.submit(_index_worker, p): p for p in todo}
+                for fut in as_completed(futures):
+                    results[futures[fut]] = fut.result()
+                    bar.update()
+    finally:
+        bar.close()
+    if store is not None:
+        for p in todo:
+            store.put(p, results[p])
+    return {p: results[p] for p in paths}
+
+
+__all__ = ["GopIndex", "IndexCache", "build_index", "index_video", "index_videos", "INDEX_VERSION", "LONG_GOP"]

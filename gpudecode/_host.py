@@ -13,7 +13,6 @@ import importlib.util
 import os
 import shutil
 import subprocess
-import tempfile
 import threading
 from pathlib import Path
 
@@ -110,11 +109,16 @@ class HostKernels:
         height, width = out.shape[:2]
         self._yuv420_to_rgb(_ptr(y), y.strides[0], _ptr(u), _ptr(v), u.strides[0], width, height, matrix, _ptr(out))
 
-    def gather_mv_residual(self, src: np.ndarray | None, iframe_rgb: np.ndarray, y: np.ndarray, u: np.ndarray,
-                           v: np.ndarray, matrix: int, mv_out: np.ndarray, residual_out: np.ndarray) -> None:
+    def gather_mv_residual(self, src: np.ndarray | None, iframe_rgb: np.ndarray | None, y: np.ndarray | None,
+                           u: np.ndarray | None, v: np.ndarray | None, matrix: int, mv_out: np.ndarray,
+                           residual_out: np.ndarray | None) -> None:
+        """MV (and, unless ``residual_out`` is None, the residual) at the position ``src`` describes."""
         height, width = mv_out.shape[:2]
-        self._gather_mv_residual(_ptr(src), _ptr(iframe_rgb), _ptr(y), y.strides[0], _ptr(u), _ptr(v),
-                                 u.strides[0], width, height, matrix, _ptr(mv_out), _ptr(residual_out))
+        if residual_out is not None and any(a is None for a in (iframe_rgb, y, u, v)):
+            raise ValueError("the residual needs the I-frame and the frame's Y, U, V planes")
+        self._gather_mv_residual(_ptr(src), _ptr(iframe_rgb), _ptr(y), 0 if y is None else y.strides[0], _ptr(u),
+                                 _ptr(v), 0 if u is None else u.strides[0], width, height, matrix, _ptr(mv_out),
+                                 _ptr(residual_out))
 
 
 _lock = threading.Lock()

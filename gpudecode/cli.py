@@ -1,0 +1,212 @@
+"""`gpudecode` command line: look at videos, prepare datasets, measure the engine.
+
+    gpudecode inspect VIDEO...            GOP table summary and whether the engine reads it as is
+    gpudecode show VIDEO -o out.png       I-frame, MV and residual of the sampled segments
+    gpudecode index DIR_OR_LIST...        build the GOP index cache in parallel
+    gpudecode prepare SRC DST             re-encode to the canonical form (GOP 12, no B-frames)
+    gpudecode synth DST                   generate the synthetic motion-only dataset
+    gpudecode benchmark [VIDEO...]        clips/s of the engine (CPU, GPU or both)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".3gp")
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 340x256, got {text!r}") from None
+    return w, h
+
+
+def expand_videos(items: Sequence[str]) -> list[Path]:
+    """Folders (searched recursively for video files), list files (one path per line) and videos."""
+    out: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            out += sorted(q for q in p.rglob("*") if q.suffix.lower() in VIDEO_EXTENSIONS and q.is_file())
+        elif p.suffix.lower() == ".txt" and p.is_file():
+            base = p.parent
+            for line in p.read_text().splitlines():
+                if line.strip():
+                    q = Path(line.split()[0])
+                    out.append(q if q.is_absolute() else base / q)
+        else:
+            out.append(p)
+    return out
+
+
+def cmd_inspect(args) -> int:
+    from gpudecode.errors import GpudecodeError
+    from gpudecode.index import index_video
+
+    bad = 0
+    reports = []
+    for path in expand_videos(args.videos):
+        try:
+            ix = index_video(path, cache=not args.no_cache)
+        except GpudecodeError as e:
+            bad += 1
+            reports.append({"path": str(path), "readable": False, "error": type(e).__name__, "message": str(e)})
+            if not args.json:
+                print(f"{path}: cannot be read: {e}")
+            continue
+        problems = ix.problems()
+        bad += bool(problems)
+        lengths = sorted(ix.gop_lengths)
+        report = {"path": str(path), "readable": not problems, "codec": ix.codec, "width": ix.width, "height": ix.height,
+                  "fps": ix.fps, "frames": ix.num_frames, "gops": ix.num_gops, "I": ix.num_i, "P": ix.num_p, "B": ix.num_b,
+                  "gop_lengths": list(ix.gop_lengths), "variable_frame_rate": ix.variable_frame_rate,
+                  "problems": [str(p) for p in problems], "warnings": ix.warnings()}
+        reports.append(report)
+        if args.json:
+            continue
+        gl = f"{lengths[0]}/{lengths[len(lengths) // 2]}/{lengths[-1]}" if lengths else "-"
+        print(f"{path}: {ix.codec} {ix.width}x{ix.height} {ix.fps:.2f} fps{' (VFR)' if ix.variable_frame_rate else ''}, "
+              f"{ix.num_frames} frames, {ix.num_gops} GOPs (I {ix.num_i}, P {ix.num_p}, B {ix.num_b}), "
+              f"GOP length min/median/max {gl}")
+        if args.gops:
+            for g, (s, n) in enumerate(zip(ix.gop_starts, ix.gop_lengths)):
+                print(f"  GOP {g:4d}: frames {s}..{s + n - 1} ({n})")
+        print("  readable as is: " + ("yes" if not problems else "no"))
+        for p in problems:
+            print(f"  problem: {p.reason}" + (f" ({p.remedy})" if p.remedy else ""))
+        for w in ix.warnings():
+            print(f"  note: {w}")
+    if args.json:
+        print(json.dumps(reports, indent=2))
+    return 1 if bad else 0
+
+
+def cmd_show(args) -> int:
+    from gpudecode.engine import VideoSampler
+    from gpudecode.visualize import save_sample_figure
+
+    sampler = VideoSampler(num_segments=args.segments, backend=args.backend)
+    sample = sampler(args.video, mode=args.mode, rng=args.seed)
+    out = save_sample_figure(sample, args.output)
+    print(f"{sample}\nwrote {out}")
+    return 0
+
+
+def cmd_index(args) -> int:
+    from gpudecode.errors import GpudecodeError
+    from gpudecode.index import index_videos
+
+    paths = expand_videos(args.videos)
+    results = index_videos(paths, workers=args.workers, progress=True)
+    failed = {p: r for p, r in results.items() if isinstance(r, GpudecodeError)}
+    unreadable = {p: r.problems()[0] for p, r in results.items() if not isinstance(r, GpudecodeError) and r.problems()}
+    print(f"indexed {len(results) - len(failed)} of {len(results)} videos; {len(unreadable)} need `gpudecode prepare`; "
+          f"{len(failed)} failed")
+    for p, e in list(failed.items()) + list(unreadable.items()):
+        print(f"  {e}")
+    return 1 if failed else 0
+
+
+def cmd_prepare(args) -> int:
+    from gpudecode.prepare import prepare_videos
+
+    sources = expand_videos(args.src) if len(args.src) > 1 or not Path(args.src[0]).is_dir() else Path(args.src[0])
+    report = prepare_videos(sources, args.dst, codec=args.codec, gop=args.gop, size=args.size,
+                            workers=args.workers, overwrite=args.overwrite, progress=True)
+    print(report.summary())
+    return 1 if report.failed else 0
+
+
+def cmd_synth(args) -> int:
+    from gpudecode.synth import make_synthetic_dataset
+
+    report = make_synthetic_dataset(args.dst, num_videos_per_class=args.videos_per_class, size=args.size,
+                                    num_frames=args.frames, codec=args.codec, gop=args.gop, seed=args.seed, progress=True)
+    print(report)
+    return 0
+
+
+def cmd_benchmark(args) -> int:
+    from gpudecode.benchmark import run_benchmark
+
+    report = run_benchmark(expand_videos(args.videos) if args.videos else None, backends=args.backend,
+                           num_segments=args.segments, clips=args.clips, workers=args.workers, output=args.output)
+    print(json.dumps(report["summary"], indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gpudecode", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("inspect", help="GOP table summary and whether the engine can read a video as is")
+    p.add_argument("videos", nargs="+", help="videos, folders or list files")
+    p.add_argument("--gops", action="store_true", help="print every GOP")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--no-cache", action="store_true", help="re-index instead of using the GOP index cache")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("show", help="draw I-frame, MV (colour wheel) and residual of the sampled segments")
+    p.add_argument("video")
+    p.add_argument("-o", "--output", default="sample.png")
+    p.add_argument("--segments", type=int, default=8)
+    p.add_argument("--mode", choices=["train", "test"], default="test")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", choices=["cpu", "gpu", "auto"], default="cpu")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("index", help="build the GOP index cache for a dataset, in parallel")
+    p.add_argument("videos", nargs="+", help="videos, folders or list files")
+    p.add_argument("--workers", type=int, default=None)
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("prepare", help="re-encode videos to the engine's canonical form")
+    p.add_argument("src", nargs="+", help="a folder, or videos / list files")
+    p.add_argument("dst")
+    p.add_argument("--codec", choices=["mpeg4", "h264"], default="mpeg4")
+    p.add_argument("--gop", type=int, default=12, help="frames per GOP (an I-frame every GOP frames)")
+    p.add_argument("--size", type=_size, default=None, help="resize, e.g. 340x256")
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--overwrite", action="store_true", help="re-encode files that are already done")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("synth", help="generate the synthetic dataset whose classes differ by motion only")
+    p.add_argument("dst")
+    p.add_argument("--videos-per-class", type=int, default=24)
+    p.add_argument("--size", type=_size, default=(112, 112))
+    p.add_argument("--frames", type=int, default=48)
+    p.add_argument("--codec", choices=["mpeg4", "h264"], default="mpeg4")
+    p.add_argument("--gop", type=int, default=12)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("benchmark", help="clips/s of the engine on the CPU (all cores), the GPU, or both")
+    p.add_argument("videos", nargs="*", help="videos, folders or list files (default: a generated synthetic set)")
+    p.add_argument("--backend", choices=["cpu", "gpu", "both"], default="cpu")
+    p.add_argument("--segments", type=int, default=8)
+    p.add_argument("--clips", type=int, default=200, help="clips to decode per backend")
+    p.add_argument("--workers", type=int, default=None, help="CPU worker processes (default: all cores)")
+    p.add_argument("--output", default=None, help="JSON path (default: benchmarks/results/engine_<host>.json)")
+    p.set_defaults(func=cmd_benchmark)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from gpudecode.errors import GpudecodeError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except GpudecodeError as e:
+        print(f"gpudecode {args.command}: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -27,8 +27,8 @@ _SIGNATURES = {
     # name: argtypes, in the order of the kernel's parameters
     "rasterize_mv": [_P, _I, _I, _I, _I, _P, _P],
     "accumulate_step": [_P, _P, _P, _I, _I, _I, _I],
-    "yuv420_to_rgb": [_P, _I, _P, _P, _I, _I, _I, _I, _P],
-    "gather_mv_residual": [_P, _P, _P, _I, _P, _P, _I, _I, _I, _I, _P, _P],
+    "yuv420_to_rgb": [_P, _I, _P, _P, _I, _I, _I, _I, _I, _P],
+    "gather_mv_residual": [_P, _P, _P, _I, _P, _P, _I, _I, _I, _I, _I, _P, _P],
 }
 _SOURCE_FILES = ("common.cuh", *CUDA_SOURCES, "host/shim.h", "host/hostkernels.cpp")
 
@@ -106,8 +106,10 @@ class HostKernels:
         self._accumulate_step(_ptr(src_prev), _ptr(src_next), _ptr(grid), grid.shape[1], cell_shift, width, height)
 
     def yuv420_to_rgb(self, y: np.ndarray, u: np.ndarray, v: np.ndarray, matrix: int, out: np.ndarray) -> None:
+        """4:2:0 planes -> (H, W, 3) uint8 RGB. Rows may be padded; U and V may be NV12 views (uv[:, 0::2])."""
         height, width = out.shape[:2]
-        self._yuv420_to_rgb(_ptr(y), y.strides[0], _ptr(u), _ptr(v), u.strides[0], width, height, matrix, _ptr(out))
+        self._yuv420_to_rgb(_ptr(y), y.strides[0], _ptr(u), _ptr(v), u.strides[0], u.strides[1], width, height, matrix,
+                           _ptr(out))
 
     def gather_mv_residual(self, src: np.ndarray | None, iframe_rgb: np.ndarray | None, y: np.ndarray | None,
                            u: np.ndarray | None, v: np.ndarray | None, matrix: int, mv_out: np.ndarray,
@@ -117,7 +119,8 @@ class HostKernels:
         if residual_out is not None and any(a is None for a in (iframe_rgb, y, u, v)):
             raise ValueError("the residual needs the I-frame and the frame's Y, U, V planes")
         self._gather_mv_residual(_ptr(src), _ptr(iframe_rgb), _ptr(y), 0 if y is None else y.strides[0], _ptr(u),
-                                 _ptr(v), 0 if u is None else u.strides[0], width, height, matrix, _ptr(mv_out),
+                                 _ptr(v), 0 if u is None else u.strides[0], 1 if u is None else u.strides[1], width, height, matrix,
+                                 _ptr(mv_out),
                                  _ptr(residual_out))
 
 

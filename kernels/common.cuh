@@ -5,6 +5,8 @@
 // geometry to one block of one thread, which turns each grid-stride loop into an ordinary loop).
 // Only built-in C types are used: NVRTC has no <stdint.h> by default.
 #pragma once
+#ifndef GD_COMMON_CUH
+#define GD_COMMON_CUH
 
 #ifndef GD_HD
 #define GD_HD __host__ __device__ __forceinline__
@@ -62,3 +64,5 @@ GD_HD gd_chroma gd_chroma_terms(int u, int v, const gd_yuv_coeffs& k) {
     ch.b = k.cb_b * d;
     return ch;
 }
+
+#endif  // GD_COMMON_CUH

@@ -118,6 +118,27 @@ def test_yuv420_to_rgb_matches_twin(k, size, matrix):
     np.testing.assert_array_equal(out, ref.yuv420_to_rgb(y, u, v, width, height, matrix))
 
 
+def nv12_views(rng, width, height):
+    """NVDEC's layout: one interleaved UV plane; U and V are strided views into it."""
+    y, _, _ = random_planes(rng, width, height)
+    uv = rng.integers(0, 256, ((height + 1) // 2, 2 * ((width + 1) // 2) + 8), dtype=np.uint8)
+    return y, uv[:, 0::2], uv[:, 1::2]
+
+
+@pytest.mark.parametrize("size", [(340, 256), (33, 17)])
+def test_nv12_input_matches_twin(k, size):
+    rng = np.random.default_rng(5)
+    width, height = size
+    y, u, v = nv12_views(rng, width, height)
+    out = np.empty((height, width, 3), np.uint8)
+    k.yuv420_to_rgb(y, u, v, 1, out)
+    np.testing.assert_array_equal(out, ref.yuv420_to_rgb(y, u, v, width, height, 1))
+    iframe = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    mv, res = np.empty((height, width, 2), np.int16), np.empty((height, width, 3), np.int16)
+    k.gather_mv_residual(None, iframe, y, u, v, 1, mv, res)
+    np.testing.assert_array_equal(res, ref.gather_mv_residual(None, iframe, y, u, v, width, height, 1)[1])
+
+
 @pytest.mark.parametrize("size", [(340, 256), (321, 241)])
 @pytest.mark.parametrize("identity", [False, True])
 def test_gather_matches_twin(k, size, identity):

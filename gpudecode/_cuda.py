@@ -1,0 +1,107 @@
+"""The one place that loads CuPy and compiles the CUDA kernels (lazily, on first use).
+
+Importing gpudecode never needs a GPU: CuPy is imported here only when the GPU backend is asked
+for, and every way that can fail (CuPy missing, no driver, no device, NVRTC failing) becomes one
+BackendUnavailableError that lists the likely causes and the underlying exception. The sources are
+the same ``kernels/*.cu`` the host build compiles; CuPy caches the compiled module on disk.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from gpudecode.errors import BackendUnavailableError
+from gpudecode.kernels import CUDA_SOURCES, KERNEL_DIR, KERNEL_NAMES
+
+_REMEDY = ("install the CUDA extra that matches the driver: `pip install gpudecode[cuda13]` "
+           "(Turing and newer) or `gpudecode[cuda12]` (V100 and newer), on a machine with an NVIDIA GPU")
+_BLOCK_2D = (32, 8, 1)
+
+
+def import_cupy():
+    """CuPy with a usable device, or BackendUnavailableError explaining why not."""
+    try:
+        import cupy
+    except Exception as e:  # ImportError, or a broken CUDA install raising something else
+        raise BackendUnavailableError(None, f"CuPy cannot be imported ({type(e).__name__}: {e})", _REMEDY) from e
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:  # no driver: CUDARuntimeError
+        raise BackendUnavailableError(None, f"no usable CUDA driver ({type(e).__name__}: {e})", _REMEDY) from e
+    if count < 1:
+        raise BackendUnavailableError(None, "CUDA reports no GPU on this machine", _REMEDY)
+    return cupy
+
+
+def _as_ptr(a) -> np.uint64:
+    """A device pointer as a kernel argument; None is NULL (the kernels treat NULL specially)."""
+    if a is None:
+        return np.uint64(0)
+    if isinstance(a, (int, np.integer)):
+        return np.uint64(a)
+    return np.uint64(a.data.ptr)
+
+
+def _grid_2d(width: int, height: int) -> tuple[int, int, int]:
+    return ((width + _BLOCK_2D[0] - 1) // _BLOCK_2D[0], (height + _BLOCK_2D[1] - 1) // _BLOCK_2D[1], 1)
+
+
+class CudaKernels:
+    """The kernels compiled with NVRTC through CuPy; arguments are CuPy arrays or raw pointers."""
+
+    def __init__(self, device: int = 0):
+        cp = import_cupy()
+        self.cp = cp
+        self.device = device
+        code = "\n".join(f'#include "{name}"' for name in CUDA_SOURCES)
+        try:
+            with cp.cuda.Device(device):
+                self.module = cp.RawModule(code=code, options=("--std=c++14", f"-I{KERNEL_DIR}"))
+                self._fn = {name: self.module.get_function(name) for name in KERNEL_NAMES}
+        except Exception as e:
+            raise BackendUnavailableError(None, f"compiling the CUDA kernels failed ({type(e).__name__}: {e})",
+                                          "check that the CuPy package matches the installed CUDA driver") from e
+
+    def rasterize_mv(self, mvs_ptr, num_mvs: int, grid, cell_shift: int, flag) -> None:
+        """Write ``num_mvs`` AVMotionVector records at ``mvs_ptr`` into a zeroed int16 grid; flag |= misaligned."""
+        if num_mvs == 0:
+            return
+        threads = 128
+        self._fn["rasterize_mv"](((num_mvs + threads - 1) // threads,), (threads,),
+                                 (_as_ptr(mvs_ptr), np.int32(num_mvs), np.int32(grid.shape[1]), np.int32(grid.shape[0]),
+                                  np.int32(cell_shift), _as_ptr(grid), _as_ptr(flag)))
+
+    def accumulate_step(self, src_prev, src_next, grid, cell_shift: int) -> None:
+        height, width = src_next.shape
+        self._fn["accumulate_step"](_grid_2d(grid.shape[1], height), _BLOCK_2D,
+                                    (_as_ptr(src_prev), _as_ptr(src_next), _as_ptr(grid), np.int32(grid.shape[1]),
+                                     np.int32(cell_shift), np.int32(width), np.int32(height)))
+
+    def yuv420_to_rgb(self, y, u_ptr, v_ptr, uv_stride: int, uv_step: int, matrix: int, out) -> None:
+        height, width = out.shape[:2]
+        self._fn["yuv420_to_rgb"](_grid_2d(width, height), _BLOCK_2D,
+                                  (_as_ptr(y), np.int32(y.strides[0]), _as_ptr(u_ptr), _as_ptr(v_ptr), np.int32(uv_stride),
+                                   np.int32(uv_step), np.int32(width), np.int32(height), np.int32(matrix), _as_ptr(out)))
+
+    def gather_mv_residual(self, src, iframe_rgb, y, u_ptr, v_ptr, uv_stride: int, uv_step: int, matrix: int,
+                           mv_out, residual_out) -> None:
+        height, width = mv_out.shape[:2]
+        self._fn["gather_mv_residual"](_grid_2d(width, height), _BLOCK_2D,
+                                       (_as_ptr(src), _as_ptr(iframe_rgb), _as_ptr(y), np.int32(0 if y is None else y.strides[0]),
+                                        _as_ptr(u_ptr), _as_ptr(v_ptr), np.int32(uv_stride), np.int32(uv_step),
+                                        np.int32(width), np.int32(height), np.int32(matrix), _as_ptr(mv_out),
+                                        _as_ptr(residual_out)))
+
+
+_lock = threading.Lock()
+_loaded: dict[int, CudaKernels] = {}
+
+
+def cuda_kernels(device: int = 0) -> CudaKernels:
+    """The process-wide compiled kernels for ``device`` (compiled on first use)."""
+    with _lock:
+        if device not in _loaded:
+            _loaded[device] = CudaKernels(device)
+        return _loaded[device]

@@ -47,7 +47,8 @@ def build_host_library(output: str | os.PathLike, *, compiler: str | None = None
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-    cmd = [cxx, *flags, "-shared", "-fPIC", "-x", "c++", str(KERNEL_DIR / "host" / "hostkernels.cpp"), "-o", str(tmp)]
+    cmd = [cxx, *flags, "-shared", "-fPIC", f'-DGD_SOURCES_DIGEST="{sources_digest()}"', "-x", "c++",
+           str(KERNEL_DIR / "host" / "hostkernels.cpp"), "-o", str(tmp)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise BackendUnavailableError(None, f"compiling the host kernels failed: {' '.join(cmd)}\n{proc.stderr}")
@@ -55,22 +56,36 @@ def build_host_library(output: str | os.PathLike, *, compiler: str | None = None
     return output
 
 
-def _sources_digest() -> str:
+def sources_digest() -> str:
+    """Digest of the kernel sources; setup.py bakes the same value into the library it builds."""
     h = hashlib.sha256()
     for name in _SOURCE_FILES:
         h.update((KERNEL_DIR / name).read_bytes())
     return h.hexdigest()[:16]
 
 
+def library_digest(path: str | os.PathLike) -> str | None:
+    """The digest a built host library reports, or None when it has none (or cannot be loaded)."""
+    try:
+        fn = ctypes.CDLL(str(path)).gd_sources_digest
+    except (OSError, AttributeError):
+        return None
+    fn.restype = ctypes.c_char_p
+    return fn().decode()
+
+
 def _library_path() -> Path:
     override = os.environ.get("GPUDECODE_HOST_KERNELS")
     if override:
         return Path(override)
+    digest = sources_digest()
     spec = importlib.util.find_spec("gpudecode._hostkernels")
-    if spec is not None and spec.origin:
+    if spec is not None and spec.origin and library_digest(spec.origin) == digest:
         return Path(spec.origin)
+    # No installed build, or one built from other sources (an editable install whose kernels were
+    # edited since): calling it with the current signatures would crash, so build the current ones.
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gpudecode"
-    path = cache / f"hostkernels-{_sources_digest()}.so"
+    path = cache / f"hostkernels-{digest}.so"
     if not path.exists():
         build_host_library(path)
     return path
@@ -137,4 +152,4 @@ def host_kernels() -> HostKernels:
         return _loaded
 
 
-__all__ = ["HostKernels", "build_host_library", "host_kernels"]
+__all__ = ["HostKernels", "build_host_library", "host_kernels", "library_digest", "sources_digest"]

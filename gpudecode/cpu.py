@@ -8,6 +8,7 @@ I-frame and that P-frame's YUV planes.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from typing import Iterable, Sequence
 
@@ -39,6 +40,8 @@ class CpuBackend:
     def __init__(self, *, threads: int = 1):
         self.threads = threads
         self.kernels = host_kernels()
+        #: cumulative seconds per stage (demux, decode, mv_parse, kernels, total) and clips decoded
+        self.stats: dict[str, float] = defaultdict(float)
 
     def decode(self, index: GopIndex, picks: Sequence[tuple[int, int]], *,
                modalities: Iterable[str] = MODALITIES) -> Sample:
@@ -65,6 +68,8 @@ class CpuBackend:
         dense = np.empty((h, w, 2), np.int16)  # cell_shift 0: for blocks off the cell grid
         src_a, src_b = np.empty((h, w), np.int32), np.empty((h, w), np.int32)
         rgb = np.empty((h, w, 3), np.uint8)
+        clock, t_start = time.perf_counter, time.perf_counter()
+        t_mv = t_kernels = 0.0
         with GopReader(index, export_mvs=chain, threads=self.threads) as reader:
             for gop in sorted(by_gop):
                 at = by_gop[gop]
@@ -74,13 +79,17 @@ class CpuBackend:
                         raise UnsupportedVideoError(index.path, f"frame size changes mid-stream ({w}x{h} -> "
                                                     f"{frame.width}x{frame.height})", PREPARE_REMEDY)
                     matrix = index.colour_matrix
+                    t0 = clock()
                     if pos == 0:
                         if want_i or want_res:
                             k.yuv420_to_rgb(*yuv420_planes(frame), matrix, rgb)
                     else:
+                        mvs = motion_vectors(frame)
+                        t1 = clock()
+                        t_mv += t1 - t0
+                        t0 = t1
                         grid.fill(0)
                         shift, cells = CELL_SHIFT, grid
-                        mvs = motion_vectors(frame)
                         if k.rasterize_mv(mvs, grid, CELL_SHIFT):
                             dense.fill(0)
                             k.rasterize_mv(mvs, dense, 0)
@@ -90,6 +99,7 @@ class CpuBackend:
                         src = dst
                     segs = at.get(pos)
                     if not segs:
+                        t_kernels += clock() - t0
                         continue
                     first = segs[0]
                     if chain:
@@ -102,10 +112,19 @@ class CpuBackend:
                             mv[seg] = mv[first]
                         if want_res:
                             residual[seg] = residual[first]
+                    t_kernels += clock() - t0
                 if want_i:  # rgb still holds this GOP's I-frame
                     for segs in at.values():
                         for seg in segs:
                             iframe[seg] = rgb
+        stats = self.stats
+        stats["demux"] += reader.stats["demux"]
+        stats["decode"] += reader.stats["decode"]
+        stats["frames"] += reader.stats["frames"]
+        stats["mv_parse"] += t_mv
+        stats["kernels"] += t_kernels
+        stats["total"] += clock() - t_start
+        stats["clips"] += 1
         gops = np.array([g for g, _ in picks], np.int64)
         positions = np.array([p for _, p in picks], np.int64)
         return Sample(index.path, gops, positions, iframe, mv, residual, backend=self.name)

@@ -7,6 +7,7 @@ furthest position any segment needs, and checks that what it decodes matches the
 
 from __future__ import annotations
 
+import time
 from typing import Iterator
 
 import av
@@ -25,9 +26,10 @@ class GopReader:
         # but changes the pixels, so it is only for callers that take the pixels from elsewhere.
         options = {"skip_loop_filter": "all"} if fast else None
         self.container, self.stream = open_video(index.path, export_mvs=export_mvs, threads=threads, options=options)
-        self._frames = self.container.decode(self.stream)
+        #: seconds spent demuxing and decoding, and seeks made: the engine's per-stage report
+        self.stats = {"demux": 0.0, "decode": 0.0, "seeks": 0, "frames": 0}
+        self._frames = self._decode()
         self._next = 0  # decoded-frame index of the next frame self._frames yields
-        self.seeks = 0
 
     def __enter__(self) -> "GopReader":
         return self
@@ -36,11 +38,32 @@ class GopReader:
         self.close()
 
     def close(self) -> None:
+        self._frames.close()  # finish the demux generator before its container goes away
         self.container.close()
+
+    def _reset_frames(self) -> None:
+        self._frames.close()
+        self._frames = self._decode()
+
+    def _decode(self) -> Iterator[av.VideoFrame]:
+        """container.decode(stream), with demuxing and decoding timed apart."""
+        packets = self.container.demux(self.stream)
+        clock, stats = time.perf_counter, self.stats
+        while True:
+            t0 = clock()
+            packet = next(packets, None)
+            t1 = clock()
+            stats["demux"] += t1 - t0
+            if packet is None:
+                return
+            frames = packet.decode()  # the last, empty packet flushes the decoder
+            stats["decode"] += clock() - t1
+            stats["frames"] += len(frames)
+            yield from frames
 
     def _restart(self) -> None:
         self.container.seek(0, stream=self.stream, backward=True)
-        self._frames = self.container.decode(self.stream)
+        self._reset_frames()
         self._next = 0
 
     def _position(self, gop: int) -> av.VideoFrame | None:
@@ -51,8 +74,8 @@ class GopReader:
         if self.index.seekable:
             target = self.index.gop_pts[gop]
             self.container.seek(target, stream=self.stream, backward=True)
-            self.seeks += 1
-            self._frames = self.container.decode(self.stream)
+            self.stats["seeks"] += 1
+            self._reset_frames()
             for frame in self._frames:
                 if frame.pts == target:
                     self._next = start + 1

@@ -17,6 +17,7 @@ them without a copy).
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from typing import Iterable, Literal, Sequence
 
@@ -79,6 +80,8 @@ class GpuBackend:
         self.kernels = cuda_kernels(device)
         self.nvdec = _NvdecFrames(device) if pixels == "nvdec" else None
         self.device_name = self.cp.cuda.runtime.getDeviceProperties(device)["name"].decode()
+        #: cumulative seconds per stage; GPU work is asynchronous, so "gpu_launch" is host time only
+        self.stats: dict[str, float] = defaultdict(float)
 
     def _planes(self, frame):
         """(y, u_ptr, v_ptr, uv_stride, uv_step) on the device for a PyAV frame (upload) or an NVDEC frame."""
@@ -107,6 +110,8 @@ class GpuBackend:
 
         # CPU pass: MV records of every needed P-frame (and, for upload, the pixels of the needed frames).
         mv_lists, pixel_frames = [], {}
+        clock, t_start = time.perf_counter, time.perf_counter()
+        t_mv = t_pixels = 0.0
         with cp.cuda.Device(self.device):
             with GopReader(index, export_mvs=chain, threads=self.threads, fast=self.pixels == "nvdec") as reader:
                 for gop in sorted(by_gop):
@@ -114,15 +119,30 @@ class GpuBackend:
                     for pos, frame in reader.frames(gop, max(at) if chain else 0):
                         if frame.width != w or frame.height != h:
                             raise UnsupportedVideoError(index.path, "frame size changes mid-stream", PREPARE_REMEDY)
+                        t0 = clock()
                         if pos > 0:
                             mv_lists.append(motion_vectors(frame))
+                        t1 = clock()
+                        t_mv += t1 - t0
                         if (pos == 0 and (want_i or want_res)) or (pos in at and want_res):
                             pixel_frames[(gop, pos)] = self._planes(frame) if self.pixels == "upload" else None
+                        t_pixels += clock() - t1
+            t0 = clock()
             if self.pixels == "nvdec":
                 wanted = {index.gop_starts[g] + p: (g, p) for g, p in pixel_frames}
                 decoded = self.nvdec.frames(index.path, list(wanted))
                 pixel_frames = {wanted[i]: self._planes(f) for i, f in decoded.items()}
-            return self._run_kernels(index, picks, by_gop, mv_lists, pixel_frames, want_i, want_mv, want_res)
+            t1 = clock()
+            sample = self._run_kernels(index, picks, by_gop, mv_lists, pixel_frames, want_i, want_mv, want_res)
+        stats = self.stats
+        for key in ("demux", "decode", "frames"):
+            stats[key] += reader.stats[key]
+        stats["mv_parse"] += t_mv
+        stats["upload" if self.pixels == "upload" else "nvdec"] += t_pixels + (t1 - t0)
+        stats["gpu_launch"] += clock() - t1
+        stats["total"] += clock() - t_start
+        stats["clips"] += 1
+        return sample
 
     def _run_kernels(self, index, picks, by_gop, mv_lists, pixel_frames, want_i, want_mv, want_res) -> Sample:
         cp, k = self.cp, self.kernels

@@ -213,3 +213,16 @@ def test_colour_conversion_close_to_ffmpeg(real_dir):
         theirs = frame.to_ndarray(format="rgb24")
     diff = np.abs(ours.astype(int) - theirs.astype(int))
     assert np.median(diff) <= 2 and np.mean(diff) < 4
+
+
+def test_installed_build_is_current():
+    """The library built at install time carries the digest of the sources it was built from."""
+    import importlib.util
+
+    from gpudecode._host import library_digest, sources_digest
+
+    spec = importlib.util.find_spec("gpudecode._hostkernels")
+    if spec is None:
+        pytest.skip("installed without a C++ compiler: the sources are compiled on first use instead")
+    assert library_digest(spec.origin) == sources_digest(), "stale build: run `pip install -e .` again"
+    assert host_kernels().path == __import__("pathlib").Path(spec.origin)

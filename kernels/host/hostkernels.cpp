@@ -6,6 +6,13 @@
 #include "../accumulate.cu"
 #include "../gather.cu"
 
+// Which sources this library was built from (see gpudecode/_host.py): a library built from older
+// sources is never called with newer signatures.
+#ifndef GD_SOURCES_DIGEST
+#define GD_SOURCES_DIGEST "unknown"
+#endif
+extern "C" const char* gd_sources_digest(void) { return GD_SOURCES_DIGEST; }
+
 #ifdef GD_PYTHON_MODULE
 #include <Python.h>
 static struct PyModuleDef gd_module = {PyModuleDef_HEAD_INIT, "_hostkernels",

@@ -1,0 +1,172 @@
+"""`gpudecode benchmark`: engine throughput on all CPU cores and/or the GPU, with per-stage times.
+
+The CPU side runs one engine per worker process (the way a training loader uses it); the GPU side
+runs in this process. Results go to JSON with the machine, the GPU, the driver and the commit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+
+def git_commit(cwd: str | os.PathLike | None = None) -> str:
+    """HEAD of the checkout this code runs from (with -dirty when tracked files changed), or 'unknown'."""
+    cwd = cwd or Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=cwd)
+        if head.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=cwd).stdout.strip()
+        return head.stdout.strip() + ("-dirty" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
+def machine_info() -> dict:
+    """CPU, core count, library versions and, when there is one, the GPU, its driver and CUDA."""
+    info = {"hostname": socket.gethostname(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
+            "python": platform.python_version()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            info["cpu_model"] = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    for mod in ("numpy", "av", "torch", "cupy"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except Exception:  # not installed, or a GPU package that cannot load here
+            pass
+    try:
+        from gpudecode._cuda import import_cupy
+
+        cp = import_cupy()
+        info["gpu"] = cp.cuda.runtime.getDeviceProperties(0)["name"].decode()
+        info["cuda_driver"] = cp.cuda.runtime.driverGetVersion()
+        info["cuda_runtime"] = cp.cuda.runtime.runtimeGetVersion()
+        smi = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
+                             text=True)
+        if smi.returncode == 0:
+            info["driver"] = smi.stdout.strip()
+    except Exception:
+        pass
+    return info
+
+
+def write_result(name: str, payload: dict, output: str | os.PathLike | None = None) -> Path:
+    """Write ``payload`` plus machine and commit as JSON (atomically) and return the path."""
+    if output is None:
+        results = Path("benchmarks/results")
+        output = (results if results.is_dir() else Path(".")) / f"{name}_{socket.gethostname()}.json"
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"benchmark": name, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": git_commit(),
+           "machine": machine_info(), **payload}
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _cpu_worker(job: tuple[list[str], int, int, int]) -> dict:
+    paths, clips, segments, seed = job
+    from gpudecode.cpu import CpuBackend
+    from gpudecode.index import index_video
+    from gpudecode.sampling import sample_gops
+
+    backend = CpuBackend()
+    indexes = [index_video(p) for p in paths]
+    rng = np.random.default_rng(seed)
+    for i in range(clips):
+        ix = indexes[i % len(indexes)]
+        backend.decode(ix, sample_gops(ix.gop_lengths, segments, mode="train", rng=rng))
+    return dict(backend.stats)
+
+
+def _summarise(stats: dict, wall: float, segments: int) -> dict:
+    clips = stats.get("clips", 0)
+    per_clip = {k: 1e3 * v / clips for k, v in stats.items() if k not in ("clips", "frames", "seeks")} if clips else {}
+    return {"clips": int(clips), "wall_s": wall, "clips_per_s": clips / wall, "segments_per_s": clips * segments / wall,
+            "decoded_frames_per_s": stats.get("frames", 0) / wall, "ms_per_clip_by_stage": per_clip}
+
+
+def bench_cpu(paths: Sequence[str], *, clips: int, segments: int, workers: int | None) -> dict:
+    workers = workers or os.cpu_count() or 1
+    per_worker = max(1, clips // workers)
+    jobs = [(list(paths), per_worker, segments, seed) for seed in range(workers)]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(_cpu_worker, [(list(paths), 1, segments, 99)] * workers))  # warm-up: imports, host kernels
+        t = time.perf_counter()
+        results = list(pool.map(_cpu_worker, jobs))
+        wall = time.perf_counter() - t
+    total: dict[str, float] = {}
+    for r in results:
+        for k, v in r.items():
+            total[k] = total.get(k, 0.0) + v
+    return {"workers": workers, **_summarise(total, wall, segments)}
+
+
+def bench_gpu(paths: Sequence[str], *, clips: int, segments: int, pixels: str) -> dict:
+    from gpudecode.gpu import GpuBackend
+    from gpudecode.index import index_video
+    from gpudecode.sampling import sample_gops
+
+    backend = GpuBackend(pixels=pixels)
+    indexes = [index_video(p) for p in paths]
+    rng = np.random.default_rng(0)
+    picks = [sample_gops(indexes[i % len(indexes)].gop_lengths, segments, mode="train", rng=rng) for i in range(clips)]
+    backend.decode(indexes[0], picks[0])  # warm-up: NVRTC compile, decoder creation
+    backend.cp.cuda.Device().synchronize()
+    stats_before = dict(backend.stats)
+    t = time.perf_counter()
+    for i in range(clips):
+        backend.decode(indexes[i % len(indexes)], picks[i])
+    backend.cp.cuda.Device().synchronize()
+    wall = time.perf_counter() - t
+    stats = {k: v - stats_before.get(k, 0.0) for k, v in backend.stats.items()}
+    return {"pixels": pixels, "gpu": backend.device_name, **_summarise(stats, wall, segments)}
+
+
+def synthetic_clips(size: tuple[int, int] = (340, 256), codec: str = "mpeg4") -> list[str]:
+    from gpudecode.synth import make_synthetic_dataset
+
+    root = Path(tempfile.gettempdir()) / f"gpudecode-bench-synth-{size[0]}x{size[1]}-{codec}"
+    if not (root / "test.txt").exists():
+        make_synthetic_dataset(root, num_videos_per_class=1, size=size, num_frames=96, codec=codec, seed=0, progress=False)
+    return sorted(str(p) for p in (root / "videos").rglob("*.mp4"))
+
+
+def run_benchmark(paths: Sequence[str | os.PathLike] | None = None, *, backends: str = "cpu", num_segments: int = 8,
+                  clips: int = 200, workers: int | None = None, output: str | os.PathLike | None = None) -> dict:
+    """Measure and write JSON; returns the report (its ``summary`` is what the CLI prints)."""
+    from gpudecode.index import index_videos
+
+    paths = [str(p) for p in paths] if paths else synthetic_clips()
+    indexed = index_videos(paths, progress=False)
+    readable = [p for p, ix in indexed.items() if not isinstance(ix, Exception) and not ix.problems()]
+    if not readable:
+        raise ValueError("none of the videos can be read by the engine as is: run `gpudecode prepare` first")
+    report: dict = {"videos": readable, "segments": num_segments, "results": {}}
+    if backends in ("cpu", "both"):
+        report["results"]["cpu"] = bench_cpu(readable, clips=clips, segments=num_segments, workers=workers)
+    if backends in ("gpu", "both"):
+        for pixels in ("upload", "nvdec"):
+            try:
+                report["results"][f"gpu_{pixels}"] = bench_gpu(readable, clips=clips, segments=num_segments, pixels=pixels)
+            except Exception as e:  # report what could not run instead of losing the CPU numbers
+                report["results"][f"gpu_{pixels}"] = {"error": f"{type(e).__name__}: {e}"}
+    report["summary"] = {name: {k: r.get(k) for k in ("clips_per_s", "decoded_frames_per_s", "error") if k in r}
+                         for name, r in report["results"].items()}
+    report["output"] = str(write_result("engine", report, output))
+    return report

@@ -91,7 +91,7 @@ class GopIndex:
         out: list[UnsupportedVideoError] = []
         if not self.has_motion_vectors:
             out.append(NoMotionVectorsError(self.path, f"codec {self.codec} exports no motion vectors in FFmpeg",
-                                            PREPARE_REMEDY + " --codec mpeg4 (or h264)"))
+                                            "re-encode it with `gpudecode prepare --codec mpeg4` (or h264)"))
         if self.has_b_frames:
             out.append(BFramesError(self.path, f"has B-frames ({self.num_b} of {self.num_frames} frames)", PREPARE_REMEDY))
         if not self.gop_starts:

@@ -105,8 +105,17 @@ class HostKernels:
             fn = getattr(lib, name)
             fn.argtypes, fn.restype = argtypes, None
             setattr(self, f"_{name}", fn)
-        self._lib = lib
+        #: the kernels at pointer level (ints for arrays, in the kernels' parameter order), for hot
+        #: loops that keep their buffers and so can skip the ~1 us a NumPy pointer lookup costs
+        self.raw = lib
         self._flag = np.zeros(1, np.int32)
+        self.flag_ptr = self._flag.ctypes.data
+
+    def misaligned(self) -> bool:
+        """Whether the last raw ``rasterize_mv`` call met a block off its cell grid (reset by reading)."""
+        hit = bool(self._flag[0])
+        self._flag[0] = 0
+        return hit
 
     def rasterize_mv(self, mvs: np.ndarray, grid: np.ndarray, cell_shift: int) -> bool:
         """Write MV records into a zeroed (grid_h, grid_w, 2) int16 grid; True if a block was misaligned."""

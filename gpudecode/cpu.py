@@ -32,6 +32,24 @@ def motion_vectors(frame) -> np.ndarray:
     return sd.to_ndarray() if sd is not None else _NO_MVS
 
 
+class _Workspace:
+    """Scratch buffers for one frame size, kept across clips, with their addresses looked up once."""
+
+    def __init__(self, h: int, w: int):
+        self.shape = (h, w)
+        self.grid_h, self.grid_w = grid_shape(w, h, CELL_SHIFT)
+        self.grid = np.empty((self.grid_h, self.grid_w, 2), np.int16)
+        self.dense = np.empty((h, w, 2), np.int16)  # 1-pixel cells, for blocks off the cell grid
+        self.src_a, self.src_b = np.empty((h, w), np.int32), np.empty((h, w), np.int32)  # S, ping-pong
+        self.rgb = np.empty((h, w, 3), np.uint8)  # the current GOP's I-frame
+        self.mv = np.empty((h, w, 2), np.int16)  # MV scratch when only the residual is wanted
+        self.grid_ptr, self.dense_ptr = self.grid.ctypes.data, self.dense.ctypes.data
+        self.src_a_ptr, self.src_b_ptr = self.src_a.ctypes.data, self.src_b.ctypes.data
+
+    def other_ptr(self, ptr: int) -> int:
+        return self.src_b_ptr if ptr == self.src_a_ptr else self.src_a_ptr
+
+
 class CpuBackend:
     """Decode with PyAV on this process's core(s); run the kernels' host build."""
 
@@ -42,6 +60,12 @@ class CpuBackend:
         self.kernels = host_kernels()
         #: cumulative seconds per stage (demux, decode, mv_parse, kernels, total) and clips decoded
         self.stats: dict[str, float] = defaultdict(float)
+        self._ws: _Workspace | None = None
+
+    def _workspace(self, h: int, w: int) -> "_Workspace":
+        if self._ws is None or self._ws.shape != (h, w):
+            self._ws = _Workspace(h, w)
+        return self._ws
 
     def decode(self, index: GopIndex, picks: Sequence[tuple[int, int]], *,
                modalities: Iterable[str] = MODALITIES) -> Sample:
@@ -62,61 +86,54 @@ class CpuBackend:
                                  f"{index.num_gops} GOPs of lengths {index.gop_lengths[:8]}...")
             by_gop[gop][pos if chain else 0].append(seg)
 
-        k = self.kernels
-        grid_h, grid_w = grid_shape(w, h, CELL_SHIFT)
-        grid = np.empty((grid_h, grid_w, 2), np.int16)
-        dense = np.empty((h, w, 2), np.int16)  # cell_shift 0: for blocks off the cell grid
-        src_a, src_b = np.empty((h, w), np.int32), np.empty((h, w), np.int32)
-        rgb = np.empty((h, w, 3), np.uint8)
+        k, raw = self.kernels, self.kernels.raw
+        ws = self._workspace(h, w)
         clock, t_start = time.perf_counter, time.perf_counter()
         t_mv = t_kernels = 0.0
+        matrix = index.colour_matrix
         with GopReader(index, export_mvs=chain, threads=self.threads) as reader:
             for gop in sorted(by_gop):
                 at = by_gop[gop]
-                src = None  # S_0 = identity
+                src, src_ptr = None, None  # S_0 = identity
                 for pos, frame in reader.frames(gop, max(at) if chain else 0):
                     if frame.width != w or frame.height != h:
                         raise UnsupportedVideoError(index.path, f"frame size changes mid-stream ({w}x{h} -> "
                                                     f"{frame.width}x{frame.height})", PREPARE_REMEDY)
-                    matrix = index.colour_matrix
                     t0 = clock()
                     if pos == 0:
                         if want_i or want_res:
-                            k.yuv420_to_rgb(*yuv420_planes(frame), matrix, rgb)
+                            k.yuv420_to_rgb(*yuv420_planes(frame), matrix, ws.rgb)
                     else:
                         mvs = motion_vectors(frame)
                         t1 = clock()
                         t_mv += t1 - t0
                         t0 = t1
-                        grid.fill(0)
-                        shift, cells = CELL_SHIFT, grid
-                        if k.rasterize_mv(mvs, grid, CELL_SHIFT):
-                            dense.fill(0)
-                            k.rasterize_mv(mvs, dense, 0)
-                            shift, cells = 0, dense
-                        dst = src_b if src is src_a else src_a
-                        k.accumulate_step(src, dst, cells, shift)
-                        src = dst
+                        # Rasterise into 8-pixel cells; a block off that grid means 1-pixel cells.
+                        ws.grid.fill(0)
+                        grid, grid_w, shift = ws.grid_ptr, ws.grid_w, CELL_SHIFT
+                        raw.rasterize_mv(mvs.ctypes.data, len(mvs), grid_w, ws.grid_h, shift, grid, k.flag_ptr)
+                        if k.misaligned():
+                            ws.dense.fill(0)
+                            grid, grid_w, shift = ws.dense_ptr, w, 0
+                            raw.rasterize_mv(mvs.ctypes.data, len(mvs), w, h, 0, grid, k.flag_ptr)
+                        src, src_ptr = (ws.src_b, ws.src_b_ptr) if src is ws.src_a else (ws.src_a, ws.src_a_ptr)
+                        raw.accumulate_step(None if pos == 1 else ws.other_ptr(src_ptr), src_ptr, grid, grid_w, shift, w, h)
                     segs = at.get(pos)
-                    if not segs:
-                        t_kernels += clock() - t0
-                        continue
-                    first = segs[0]
-                    if chain:
+                    if segs and chain:
+                        first = segs[0]
                         planes = yuv420_planes(frame) if want_res else (None, None, None)
-                        out_mv = mv[first] if want_mv else np.empty((h, w, 2), np.int16)
-                        k.gather_mv_residual(src, rgb if want_res else None, *planes, matrix, out_mv,
-                                             residual[first] if want_res else None)
-                    for seg in segs[1:]:  # segments that drew the same (gop, pos)
-                        if want_mv:
-                            mv[seg] = mv[first]
-                        if want_res:
-                            residual[seg] = residual[first]
+                        k.gather_mv_residual(src, ws.rgb if want_res else None, *planes, matrix,
+                                             mv[first] if want_mv else ws.mv, residual[first] if want_res else None)
+                        for seg in segs[1:]:  # segments that drew the same (gop, pos)
+                            if want_mv:
+                                mv[seg] = mv[first]
+                            if want_res:
+                                residual[seg] = residual[first]
                     t_kernels += clock() - t0
-                if want_i:  # rgb still holds this GOP's I-frame
+                if want_i:  # ws.rgb still holds this GOP's I-frame
                     for segs in at.values():
                         for seg in segs:
-                            iframe[seg] = rgb
+                            iframe[seg] = ws.rgb
         stats = self.stats
         stats["demux"] += reader.stats["demux"]
         stats["decode"] += reader.stats["decode"]

@@ -6,15 +6,17 @@ That is the structure the published TEAM-Net/CoViAR numbers assume (MPEG-4 Part 
 made explicit instead of left to encoder defaults: FFmpeg's mpeg4 encoder and libx264 both insert
 scene-cut I-frames unless told not to, which yields GOPs of length 1 or 6 on real footage.
 
-How each codec is told (checked on PyAV 18.1 / FFmpeg 7):
+How each codec is told (checked on PyAV 18.1 with its bundled FFmpeg 8.1):
 
 - ``mpeg4``: ``gop_size = gop``, ``max_b_frames = 0`` and the private option ``sc_threshold=1000000000``
   (the mpegvideo encoders turn any P-frame whose scene-change score exceeds ``sc_threshold``, default 0,
   into an I-frame). Fixed quantiser: ``flags +qscale`` with ``qmin = qmax = quality``. PyAV cannot set
   ``AVFrame.quality``, and with ``+qscale`` the encoder takes lambda from the frame, so ``global_quality``
   alone does nothing and the quantiser ends up clipped to ``qmin``; ``qmin = qmax`` pins it.
-  The ffmpeg CLI's ``-q:v 1`` (the published recipe) is clipped the same way to the default
-  ``qmin = 2``, so the default ``quality = 2`` reproduces the published files.
+  The ffmpeg CLI does set the frame's quality from ``-q:v``, but mpegvideo_enc.c clips the
+  quantiser to ``[qmin, qmax]`` with a default ``qmin = 2``, so the published recipe's ``-q:v 1``
+  encodes at quantiser 2: hence the default ``quality = 2`` (read from FFmpeg's source; there is
+  no ffmpeg binary here to compare files with).
 - ``h264`` (libx264): ``x264-params`` ``keyint=gop:min-keyint=gop:scenecut=0:bframes=0:ref=1:
   open-gop=0:weightp=0`` and ``crf=quality``. ``weightp=0`` because x264's weighted prediction can add a
   duplicated, re-weighted reference frame, i.e. a second reference; ``log-level=none`` silences x264.

@@ -143,29 +143,33 @@ def prepare_one(
         writer: CanonicalWriter | None = None
         count = 0
         damaged: list[int] = []
+        frames = input_container.decode(stream)
         try:
-            try:
-                for frame in input_container.decode(stream):
-                    if writer is None:
-                        # Size from the first decoded frame, not the header: some headers are wrong.
-                        width, height = size or (_even(frame.width), _even(frame.height))
-                        writer = CanonicalWriter(
-                            tmp,
-                            codec=codec,
-                            width=width,
-                            height=height,
-                            fps=_frame_rate(stream),
-                            gop=gop,
-                            quality=quality,
-                            container=container,
-                            threads=threads,
-                        )
-                    if frame.is_corrupt:
-                        damaged.append(count)
-                    writer.write(frame)
-                    count += 1
-            except av.error.FFmpegError as e:
-                raise DecodeError(src, f"decoding failed after {count} frames: {e.strerror}") from None
+            while True:
+                try:
+                    frame = next(frames)
+                except StopIteration:
+                    break
+                except av.error.FFmpegError as e:
+                    raise DecodeError(src, f"decoding failed after {count} frames: {e.strerror}") from None
+                if writer is None:
+                    # Size from the first decoded frame, not the header: some headers are wrong.
+                    width, height = size or (_even(frame.width), _even(frame.height))
+                    writer = CanonicalWriter(
+                        tmp,
+                        codec=codec,
+                        width=width,
+                        height=height,
+                        fps=_frame_rate(stream),
+                        gop=gop,
+                        quality=quality,
+                        container=container,
+                        threads=threads,
+                    )
+                if frame.is_corrupt:
+                    damaged.append(count)
+                writer.write(frame)
+                count += 1
             if count == 0:
                 raise CorruptVideoError(src, "no decodable video frames")
             if damaged:
@@ -207,6 +211,9 @@ class PrepareReport:
     def ok(self) -> bool:
         return not self.failed
 
+    def __str__(self) -> str:
+        return self.summary()
+
     def summary(self) -> str:
         head = (
             f"prepared {len(self.done)} videos, skipped {len(self.skipped)} already done, "
@@ -215,7 +222,9 @@ class PrepareReport:
         return "\n".join([head, *(f"  FAILED {message}" for _, message in self.failed)])
 
 
-def _collect(sources: Sequence[PathLike] | PathLike, dst: Path) -> tuple[Path | None, list[Path], list[tuple[Path, str]]]:
+def _collect(
+    sources: Sequence[PathLike] | PathLike, dst: Path
+) -> tuple[Path | None, list[Path], list[tuple[Path, str]]]:
     """Expand folders; return the base folder for relative paths, the files, and missing sources."""
     single = isinstance(sources, (str, os.PathLike))
     items = [Path(sources)] if single else [Path(s) for s in sources]  # type: ignore[arg-type]

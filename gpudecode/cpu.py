@@ -22,6 +22,7 @@ from gpudecode.index import GopIndex
 from gpudecode.kernels import CELL_SHIFT
 from gpudecode.kernels.reference import grid_shape
 from gpudecode.sample import MODALITIES, Sample, check_modalities
+from gpudecode.sampling import group_picks
 
 _NO_MVS = np.zeros(0, np.dtype({"names": ["source"], "formats": ["<i4"], "itemsize": 40}))
 
@@ -79,12 +80,7 @@ class CpuBackend:
         residual = np.empty((t, h, w, 3), np.int16) if want_res else None
         chain = want_mv or want_res  # the P-frame chain is needed only for MV and residual
 
-        by_gop: dict[int, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
-        for seg, (gop, pos) in enumerate(picks):
-            if not (0 <= gop < index.num_gops and 0 <= pos < index.gop_lengths[gop]):
-                raise ValueError(f"{index.path}: pick (gop={gop}, pos={pos}) is outside the video's "
-                                 f"{index.num_gops} GOPs of lengths {index.gop_lengths[:8]}...")
-            by_gop[gop][pos if chain else 0].append(seg)
+        by_gop = group_picks(picks, index.gop_lengths, path=index.path, chain=chain)
 
         k, raw = self.kernels, self.kernels.raw
         ws = self._workspace(h, w)

@@ -32,6 +32,7 @@ from gpudecode.index import GopIndex
 from gpudecode.kernels import CELL_SHIFT
 from gpudecode.kernels.reference import grid_shape
 from gpudecode.sample import MODALITIES, Sample, check_modalities
+from gpudecode.sampling import group_picks
 
 Pixels = Literal["upload", "nvdec"]
 
@@ -96,17 +97,14 @@ class GpuBackend:
 
     def decode(self, index: GopIndex, picks: Sequence[tuple[int, int]], *,
                modalities: Iterable[str] = MODALITIES) -> Sample:
-        cp, k = self.cp, self.kernels
+        """Decode the picks ``[(gop, pos), ...]`` of one indexed video into a device-resident Sample."""
+        cp = self.cp
         mods = check_modalities(modalities)
         index.check_readable()
-        t, h, w = len(picks), index.height, index.width
+        h, w = index.height, index.width
         want_i, want_mv, want_res = (m in mods for m in MODALITIES)
         chain = want_mv or want_res
-        by_gop: dict[int, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
-        for seg, (gop, pos) in enumerate(picks):
-            if not (0 <= gop < index.num_gops and 0 <= pos < index.gop_lengths[gop]):
-                raise ValueError(f"{index.path}: pick (gop={gop}, pos={pos}) is outside the video's GOPs")
-            by_gop[gop][pos if chain else 0].append(seg)
+        by_gop = group_picks(picks, index.gop_lengths, path=index.path, chain=chain)
 
         # CPU pass: MV records of every needed P-frame (and, for upload, the pixels of the needed frames).
         mv_lists, pixel_frames = [], {}

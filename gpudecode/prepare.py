@@ -228,14 +228,14 @@ def _collect(
     """Expand folders; return the base folder for relative paths, the files, and missing sources."""
     single = isinstance(sources, (str, os.PathLike))
     items = [Path(sources)] if single else [Path(s) for s in sources]  # type: ignore[arg-type]
-    dst_resolved = dst.resolve()
+    dst_abs = Path(os.path.abspath(dst))
     files: list[Path] = []
     missing: list[tuple[Path, str]] = []
     for item in items:
         if item.is_dir():
             for path in sorted(item.rglob("*")):
                 if path.suffix.lower() in VIDEO_EXTENSIONS and path.is_file():
-                    if not path.resolve().is_relative_to(dst_resolved):  # never re-prepare our outputs
+                    if not Path(os.path.abspath(path)).is_relative_to(dst_abs):  # never re-prepare outputs
                         files.append(path)
         elif item.exists():
             files.append(item)
@@ -244,7 +244,8 @@ def _collect(
     if len(items) == 1 and items[0].is_dir():
         base = items[0]
     elif files:
-        base = Path(os.path.commonpath([p.resolve().parent for p in files]))
+        # abspath, not resolve: a dataset of symlinks keeps its own layout.
+        base = Path(os.path.commonpath([os.path.abspath(p.parent) for p in files]))
     else:
         base = None
     return base, files, missing
@@ -341,7 +342,7 @@ def prepare_videos(
     jobs: list[tuple[str, str, dict[str, Any]]] = []
     claimed: dict[Path, Path] = {}
     for src in files:
-        out = dst / src.resolve().relative_to(base.resolve()).with_suffix("." + container)
+        out = dst / Path(os.path.abspath(src)).relative_to(os.path.abspath(base)).with_suffix("." + container)
         if out in claimed:
             report.failed.append(
                 (src, f"{src}: its output {out} is already the output of {claimed[out]} (rename one of them)")

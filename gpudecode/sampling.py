@@ -47,4 +47,19 @@ def sample_gops(gop_lengths: Sequence[int], num_segments: int, *, mode: Mode = "
     return picks
 
 
-__all__ = ["sample_gops", "Mode"]
+def group_picks(picks: Sequence[tuple[int, int]], gop_lengths: Sequence[int], *, path: str = "",
+                chain: bool = True) -> dict[int, dict[int, list[int]]]:
+    """``{gop: {pos: [segments]}}``: the plan for decoding each sampled GOP once.
+
+    Without the P-frame ``chain`` (I-frames only) every pick of a GOP collapses onto its I-frame.
+    """
+    plan: dict[int, dict[int, list[int]]] = {}
+    for seg, (gop, pos) in enumerate(picks):
+        if not (0 <= gop < len(gop_lengths) and 0 <= pos < gop_lengths[gop]):
+            raise ValueError(f"{path}: pick (gop={gop}, pos={pos}) is outside the video's {len(gop_lengths)} GOPs "
+                             f"of lengths {tuple(gop_lengths[:8])}{'...' if len(gop_lengths) > 8 else ''}")
+        plan.setdefault(gop, {}).setdefault(pos if chain else 0, []).append(seg)
+    return dict(sorted(plan.items()))
+
+
+__all__ = ["Mode", "group_picks", "sample_gops"]

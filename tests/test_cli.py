@@ -28,7 +28,7 @@ def test_inspect_reports_the_gop_table_and_readability(tmp_path, capsys):
 
 
 def test_inspect_json(tmp_path, capsys):
-    good = clip(tmp_path / "good.mp4", codec="h264")
+    clip(tmp_path / "good.mp4", codec="h264")
     assert main(["inspect", str(tmp_path), "--json"]) == 0
     [report] = json.loads(capsys.readouterr().out)
     assert report["readable"] and report["codec"] == "h264" and report["gop_lengths"] == [12, 12, 6]

@@ -8,7 +8,7 @@ from typing import Iterable, Literal, Sequence
 import numpy as np
 
 from gpudecode.errors import BackendUnavailableError
-from gpudecode.index import GopIndex, IndexCache, index_video
+from gpudecode.index import GopIndex, IndexCache, index_video, resolve_cache
 from gpudecode.sample import MODALITIES, Sample
 from gpudecode.sampling import Mode, sample_gops
 
@@ -58,7 +58,7 @@ class VideoSampler:
         self.num_segments = num_segments
         self.modalities = tuple(modalities)
         self.backend = get_backend(backend, threads=threads)
-        self.cache = IndexCache(cache) if isinstance(cache, (str, os.PathLike)) else (IndexCache() if cache is True else cache)
+        self.cache = resolve_cache(cache)
 
     def index(self, path: str | os.PathLike) -> GopIndex:
         return index_video(path, cache=self.cache if self.cache is not None else False)

@@ -243,10 +243,8 @@ def _error_from_row(type_name: str, args_json: str) -> GpudecodeError:
     return cls(*json.loads(args_json))
 
 
-_CacheArg = "IndexCache | str | os.PathLike | bool | None"
-
-
-def _resolve_cache(cache) -> IndexCache | None:
+def resolve_cache(cache: "IndexCache | str | os.PathLike | bool | None") -> IndexCache | None:
+    """True: the default cache; False/None: no cache; a path: a cache there; an IndexCache: itself."""
     if cache is None or cache is False:
         return None
     if cache is True:
@@ -258,7 +256,7 @@ def _resolve_cache(cache) -> IndexCache | None:
 
 def index_video(path: str | os.PathLike, *, cache: IndexCache | str | os.PathLike | bool | None = True) -> GopIndex:
     """The GOP index of one video, from the cache when it is fresh. Raises typed errors (also cached)."""
-    store = _resolve_cache(cache)
+    store = resolve_cache(cache)
     hit = store.get(path) if store is not None else None
     if isinstance(hit, GopIndex):
         return hit
@@ -295,7 +293,7 @@ def index_videos(paths: Iterable[str | os.PathLike], *, workers: int | None = No
     from tqdm.auto import tqdm
 
     paths = [str(p) for p in paths]
-    store = _resolve_cache(cache)
+    store = resolve_cache(cache)
     results: dict[str, GopIndex | GpudecodeError] = {}
     todo: list[str] = []
     for p in paths:
@@ -325,4 +323,4 @@ def index_videos(paths: Iterable[str | os.PathLike], *, workers: int | None = No
     return {p: results[p] for p in paths}
 
 
-__all__ = ["GopIndex", "IndexCache", "build_index", "index_video", "index_videos", "INDEX_VERSION", "LONG_GOP"]
+__all__ = ["GopIndex", "IndexCache", "build_index", "index_video", "index_videos", "resolve_cache", "INDEX_VERSION", "LONG_GOP"]

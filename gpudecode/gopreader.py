@@ -86,7 +86,9 @@ class GopReader:
         elif start < self._next:
             self._restart()
         while self._next < start:
-            next(self._frames)
+            if next(self._frames, None) is None:
+                raise DecodeError(self.index.path, f"the stream ended at frame {self._next}, before GOP {gop} "
+                                                   f"(frame {start}); the file changed since it was indexed or is truncated")
             self._next += 1
         return None
 

@@ -156,3 +156,18 @@ def test_one_open_per_clip(translation_video, monkeypatch):
     path, *_ = translation_video
     VideoSampler(num_segments=8, cache=False)(path, mode="train", rng=0)
     assert len(opened) == 1
+
+
+def test_a_file_changed_after_indexing_is_a_typed_error(tmp_path):
+    """Decoding with a stale index (the file was replaced) names the file instead of returning garbage."""
+    from gpudecode import DecodeError, UnsupportedVideoError
+
+    path = tmp_path / "v.mp4"
+    write_video(path, textured_translation(64, 48, 30, 1, 0), gop=12)
+    stale = index_video(path, cache=False)
+    write_video(path, textured_translation(64, 48, 13, 1, 0), gop=12)  # now only 2 GOPs
+    with pytest.raises(DecodeError, match="v.mp4.*(ended|changed)"):
+        CpuBackend().decode(stale, [(2, 3)])
+    write_video(path, textured_translation(32, 48, 30, 1, 0), gop=12)  # same GOPs, another size
+    with pytest.raises(UnsupportedVideoError, match="v.mp4: frame size"):
+        CpuBackend().decode(stale, [(0, 3)])

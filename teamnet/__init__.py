@@ -1,0 +1,78 @@
+"""TEAM-Net (Wang, She & Smolic, BMVC 2021) and its baselines for partially decoded video.
+
+Models take ``(N, T, C, H, W)`` tensors per modality (``iframe``, ``mv``, ``residual``) and return
+``(N, K)`` logits; build them by name with :func:`build_model` or with the builders below.
+"""
+
+from .backbones import RESNET_DEPTHS, STAGES, ResNetStream, TemporalShift, resnet_stream, resolve_weights
+from .checkpoint import (
+    CheckpointMismatchError,
+    LoadReport,
+    convert_published,
+    load_checkpoint,
+    load_published,
+    load_published_coviar,
+    load_state_dict_checked,
+    save_checkpoint,
+)
+from .models import (
+    DEFAULT_TEAM_AT,
+    MODELS,
+    TSN,
+    ClassifierHead,
+    CoViAR,
+    SegmentNet,
+    TEAMNet,
+    VideoOutput,
+    build_model,
+    coviar,
+    coviar_r50,
+    list_models,
+    teamnet,
+    teamnet_r50,
+    teamnet_tsm_r50,
+    tsn,
+    tsn_r50,
+    tsn_tsm_r50,
+)
+from .team import ARRANGEMENTS, MODALITIES, TEAM, ChannelFusion, SpatialFusion
+
+__all__ = [
+    "ARRANGEMENTS",
+    "DEFAULT_TEAM_AT",
+    "MODALITIES",
+    "MODELS",
+    "RESNET_DEPTHS",
+    "STAGES",
+    "TEAM",
+    "TSN",
+    "ChannelFusion",
+    "CheckpointMismatchError",
+    "ClassifierHead",
+    "CoViAR",
+    "LoadReport",
+    "ResNetStream",
+    "SegmentNet",
+    "SpatialFusion",
+    "TEAMNet",
+    "TemporalShift",
+    "VideoOutput",
+    "build_model",
+    "convert_published",
+    "coviar",
+    "coviar_r50",
+    "list_models",
+    "load_checkpoint",
+    "load_published",
+    "load_published_coviar",
+    "load_state_dict_checked",
+    "resnet_stream",
+    "resolve_weights",
+    "save_checkpoint",
+    "teamnet",
+    "teamnet_r50",
+    "teamnet_tsm_r50",
+    "tsn",
+    "tsn_r50",
+    "tsn_tsm_r50",
+]

@@ -137,7 +137,7 @@ def _read(source: Source) -> Mapping[str, Any]:
         ) from e
 
 
-def _state_dict_of(checkpoint: Mapping[str, Any]) -> dict[str, Tensor]:
+def state_dict_of(checkpoint: Mapping[str, Any]) -> dict[str, Tensor]:
     """The state dict inside a checkpoint dict (``state_dict`` or ``model`` entry) or the dict itself,
     without DataParallel's ``module.`` and torch.compile's ``_orig_mod.`` prefixes."""
     state = checkpoint
@@ -154,7 +154,7 @@ def _state_dict_of(checkpoint: Mapping[str, Any]) -> dict[str, Tensor]:
     return out
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap_model(model: nn.Module) -> nn.Module:
     """The model inside DataParallel / DistributedDataParallel / torch.compile wrappers."""
     while True:
         if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
@@ -208,7 +208,7 @@ def convert_published(
     if modality not in MODALITIES:
         raise ValueError(f"modality must be one of {MODALITIES}, received {modality!r}")
     out: dict[str, Tensor] = {}
-    for key, value in _state_dict_of(state_dict).items():
+    for key, value in state_dict_of(state_dict).items():
         new = None
         if layout == "stream":
             # CoViAR keeps ResNet's fc as its classifier; TSN/TSM make it a Dropout and add new_fc.
@@ -245,7 +245,7 @@ def load_state_dict_checked(
         exclude: key prefixes to leave out on both sides, e.g. ``("heads.",)`` to fine-tune a Kinetics
             model on UCF-101 with fresh classifiers.
     """
-    model = _unwrap(model)
+    model = unwrap_model(model)
     own = model.state_dict()
     report = LoadReport()
     excluded = tuple(exclude)
@@ -281,7 +281,7 @@ def load_published(
 
     For CoViAR, whose streams were trained and saved apart, use :func:`load_published_coviar`.
     """
-    inner = _unwrap(model)
+    inner = unwrap_model(model)
     checkpoint = _read(source)
     if isinstance(inner, TEAMNet):
         converted = convert_published(checkpoint, layout="teamnet")
@@ -304,7 +304,7 @@ def load_published_coviar(
     exclude: Sequence[str] = (),
 ) -> LoadReport:
     """Load the three published CoViAR stream checkpoints (``pytorch-coviar`` ``train.py`` output)."""
-    inner = _unwrap(model)
+    inner = unwrap_model(model)
     if not isinstance(inner, CoViAR):
         raise TypeError(f"model must be a CoViAR, received {type(inner).__name__}")
     merged: dict[str, Tensor] = {}
@@ -329,7 +329,7 @@ def save_checkpoint(
     ``config``, ``metrics`` and ``extra`` must hold plain values (numbers, strings, lists, dicts,
     tensors) so the file stays loadable with ``weights_only=True``; pass ``dataclasses.asdict(cfg)``.
     """
-    model = _unwrap(model)
+    model = unwrap_model(model)
     path = Path(path)
     checkpoint = {
         "format": FORMAT,
@@ -372,7 +372,7 @@ def load_checkpoint(
     """
     checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     if not isinstance(checkpoint, Mapping) or checkpoint.get("format") != FORMAT:
-        state = _state_dict_of(checkpoint) if isinstance(checkpoint, Mapping) else {}
+        state = state_dict_of(checkpoint) if isinstance(checkpoint, Mapping) else {}
         hint = (
             ": it looks like a published TEAM-Net/CoViAR/TSN checkpoint, use load_published()"
             if any(k.startswith(("I_model.", "base_model.", "team0.")) for k in state)
@@ -389,5 +389,5 @@ def load_checkpoint(
         if not spec:
             raise ValueError(f"{os.fspath(path)}: records no builder call: pass the model to load into")
         model = build_model(spec["name"], **spec["kwargs"])
-    load_state_dict_checked(model, _state_dict_of(checkpoint), strict=strict, exclude=exclude, what=os.fspath(path))
+    load_state_dict_checked(model, state_dict_of(checkpoint), strict=strict, exclude=exclude, what=os.fspath(path))
     return model, dict(checkpoint)

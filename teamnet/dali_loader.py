@@ -1,0 +1,429 @@
+"""Clips to PyTorch: the engine feeds a DALI pipeline that crops, flips, rescales and normalises them.
+
+    engine (gpudecode)  ->  external_source  ->  slice (one window per clip)  ->  resize  ->  flip
+        -> MV x/y scaled with the resize (x negated on flip)  ->  normalise (DESIGN §2)  ->  PyTorch
+
+Everything random is drawn in Python from ``(seed, epoch, video index)`` (:meth:`ClipSource.item`): the
+engine's GOP/position picks, then the crop window and the flip, which the pipeline receives as inputs.
+So a clip's augmentation does not depend on which worker, rank or process read it, DALI holds no random
+state, and a resumed run sees exactly the batches the uninterrupted one would have seen.
+
+Data order (:class:`EpochPlan`): each epoch is a permutation of the videos cut into global batches of
+``batch_size``; rank ``r`` of ``W`` reads the ``r``-th slice of each global batch. One process with batch
+B and W processes with batch B/W each therefore see the same samples at every step.
+
+The CPU engine runs in DALI's parallel external_source workers (``py_num_workers`` processes, by default
+this machine's cores over the local ranks). With the GPU engine the source returns device arrays and runs
+in the main process. ``device_id=None`` runs the whole pipeline on the CPU (tests, CPU-only machines).
+
+Without DALI, :class:`ClipLoader` falls back to a ``torch.utils.data.DataLoader`` that applies
+:func:`teamnet.augment.reference_transform` (the fallback is the reference, slower, same numbers up to
+the antialiasing filter).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Iterator, Literal, Sequence
+
+import numpy as np
+import torch
+
+from teamnet.augment import CROP_SCALES, CropWindow, draw_window, reference_transform
+from teamnet.datasets import ClipDataset, VideoList
+
+Mode = Literal["train", "test"]
+_CHANNELS = {"iframe": 3, "mv": 2, "residual": 3}
+_DTYPES = {"iframe": np.uint8, "mv": np.int16, "residual": np.int16}
+#: Bytes of a bad video's error message carried through the pipeline.
+ERROR_BYTES = 320
+_PLACEHOLDER = 16  # side of the blank frames that stand in for a bad video
+
+
+def dali_available() -> bool:
+    try:
+        import nvidia.dali  # noqa: F401
+        import nvidia.dali.plugin.pytorch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# -- data order -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EpochPlan:
+    """Which video each rank reads at each step of an epoch.
+
+    Training: a permutation seeded by ``(seed, epoch)``, the last incomplete global batch dropped.
+    Testing: every video once in list order, the last global batch padded with ``-1`` (no video).
+    """
+
+    num_videos: int
+    batch_size: int  # global
+    mode: Mode = "train"
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.batch_size % self.world_size:
+            raise ValueError(f"batch_size ({self.batch_size}) must be a positive multiple of the number of "
+                             f"processes ({self.world_size})")
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank must be in [0, {self.world_size}), got {self.rank}")
+        if self.mode == "train" and self.num_videos < self.batch_size:
+            raise ValueError(f"{self.num_videos} training videos do not fill one batch of {self.batch_size}: "
+                             "lower optim.batch_size")
+
+    @property
+    def local_batch(self) -> int:
+        return self.batch_size // self.world_size
+
+    @property
+    def steps(self) -> int:
+        if self.mode == "train":
+            return self.num_videos // self.batch_size
+        return -(-self.num_videos // self.batch_size)
+
+    def global_order(self, epoch: int) -> np.ndarray:
+        """(steps, batch_size) video indices of all ranks; -1 is padding."""
+        n, b = self.num_videos, self.batch_size
+        if self.mode == "train":
+            perm = np.random.default_rng([self.seed, epoch]).permutation(n)
+            return perm[: self.steps * b].reshape(self.steps, b)
+        order = np.full(self.steps * b, -1, np.int64)
+        order[:n] = np.arange(n)
+        return order.reshape(self.steps, b)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """This rank's video indices for the epoch, step after step (``steps * local_batch``)."""
+        lb = self.local_batch
+        return np.ascontiguousarray(self.global_order(epoch)[:, self.rank * lb:(self.rank + 1) * lb]).ravel()
+
+
+# -- the source -------------------------------------------------------------------------------------------
+def _error_bytes(message: str) -> np.ndarray:
+    raw = message.encode("utf-8", "replace")[: ERROR_BYTES - 1]
+    out = np.zeros(ERROR_BYTES, np.uint8)
+    out[: len(raw)] = np.frombuffer(raw, np.uint8)
+    return out
+
+
+def decode_error(row) -> str:
+    raw = bytes(np.asarray(row, np.uint8).tolist())
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+@dataclass
+class ClipItem:
+    """One clip before the pipeline: raw engine arrays, its window, and bookkeeping."""
+
+    arrays: dict[str, np.ndarray]
+    window: CropWindow
+    label: int
+    index: int  # video index, -1 for padding
+    valid: bool
+    error: str = ""
+
+
+class ClipSource:
+    """Per-sample source for DALI's (parallel) external_source, and for the fallback loader.
+
+    Called with DALI's ``SampleInfo``: epoch ``first_epoch + epoch_idx``, position ``idx_in_epoch`` (the
+    first epoch starts ``start_step`` steps in, for resuming); raises StopIteration at the epoch's end.
+    """
+
+    def __init__(self, dataset: ClipDataset, plan: EpochPlan, *, size: int, scales: Sequence[float] = CROP_SCALES,
+                 flip: bool = True, first_epoch: int = 0, start_step: int = 0):
+        self.dataset = dataset
+        self.plan = plan
+        self.size = size
+        self.scales = tuple(scales)
+        self.flip = flip
+        self.first_epoch = first_epoch
+        self.start_step = start_step
+        self._orders: dict[int, np.ndarray] = {}
+        self._owner = os.getpid()
+        self._checked = self._owner
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return self.dataset.modalities
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        if epoch not in self._orders:
+            self._orders = {epoch: self.plan.order(epoch)}  # one epoch at a time is all a worker needs
+        return self._orders[epoch]
+
+    def item(self, epoch: int, position: int) -> ClipItem:
+        """The ``position``-th clip of this rank in ``epoch``; never raises for a bad video."""
+        index = int(self.epoch_order(epoch)[position])
+        mode = self.plan.mode
+        if index < 0:
+            return self._placeholder(-1, 0, "")
+        label = self.dataset.videos.labels[index]
+        rng = np.random.default_rng([self.plan.seed, epoch, index]) if mode == "train" else None
+        sample, error = self.dataset.get(index, rng=rng)
+        if sample is None:
+            return self._placeholder(index, label, error)
+        arrays = {m: getattr(sample, m) for m in self.modalities}
+        h, w = next(iter(arrays.values())).shape[1:3]
+        window = draw_window(mode, h, w, rng, scales=self.scales, flip=self.flip)
+        return ClipItem(arrays, window, label, index, True)
+
+    def _placeholder(self, index: int, label: int, error: str) -> ClipItem:
+        t = self.dataset.num_segments
+        arrays = {m: np.zeros((t, _PLACEHOLDER, _PLACEHOLDER, _CHANNELS[m]), _DTYPES[m]) for m in self.modalities}
+        return ClipItem(arrays, CropWindow(0, 0, _PLACEHOLDER, _PLACEHOLDER), label, index, False, error)
+
+    def mv_scale(self, window: CropWindow) -> np.ndarray:
+        sx, sy = self.size / window.width, self.size / window.height
+        return np.array([-sx if window.flip else sx, sy], np.float32)
+
+    def _tie_to_owner(self) -> None:
+        """In a worker process: die with the training process, even when it is SIGKILLed (DALI's idle
+        workers otherwise outlive it). Linux only; elsewhere a no-op."""
+        self._checked = os.getpid()
+        if os.getppid() != self._owner:
+            os._exit(0)  # orphaned already
+        try:
+            import ctypes
+            import signal
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+    def __call__(self, info):
+        if self._checked != os.getpid():
+            self._tie_to_owner()
+        epoch = self.first_epoch + info.epoch_idx
+        position = info.idx_in_epoch + (self.start_step * self.plan.local_batch if info.epoch_idx == 0 else 0)
+        if position >= self.plan.steps * self.plan.local_batch:
+            raise StopIteration
+        it = self.item(epoch, position)
+        return (*(it.arrays[m] for m in self.modalities), it.window.as_array(), np.array(int(it.window.flip), np.int32),
+                self.mv_scale(it.window), np.array(it.label, np.int64), np.array(it.index, np.int64),
+                np.array(int(it.valid), np.uint8), _error_bytes(it.error))
+
+
+# -- the DALI pipeline ------------------------------------------------------------------------------------
+def augment_clip(inputs: dict, crop, flip, mv_scale, *, size: int, antialias: bool = True) -> dict:
+    """Per-clip processing shared by training and testing (DALI graph): crop window -> resize to
+    ``size`` x ``size`` -> flip -> MV scale -> normalise. ``crop`` is ``[x, y, w, h]`` (CPU), ``flip`` an
+    int (CPU), ``mv_scale`` ``[±sx, sy]`` on the inputs' device."""
+    from nvidia.dali import fn, math, types
+
+    from teamnet.augment import IMAGENET_MEAN, IMAGENET_STD, MV_BOUND
+
+    mean = np.asarray(IMAGENET_MEAN, np.float32) * 255
+    std = np.asarray(IMAGENET_STD, np.float32)
+    out = {}
+    for name, x in inputs.items():
+        x = fn.slice(x, crop[0:2], crop[2:4], axes=[2, 1], normalized_anchor=False, normalized_shape=False)
+        x = fn.resize(x, size=[size, size], antialias=antialias, dtype=types.FLOAT)
+        x = fn.flip(x, horizontal=flip)
+        if name == "iframe":
+            x = (x - mean) / (std * 255)
+        elif name == "mv":
+            x = (math.clamp(x * mv_scale, -MV_BOUND, MV_BOUND) * (127.5 / MV_BOUND) + 128.0) / 255.0 - 0.5
+        else:
+            x = (math.clamp(x + 128.0, 0.0, 255.0) / 255.0 - 0.5) / std
+        out[name] = x
+    return out
+
+
+def build_pipeline(source: ClipSource, *, batch_size: int, size: int, antialias: bool = True,
+                   device_id: int | None = None, workers: int = 1, threads: int = 1, gpu_engine: bool = False,
+                   prefetch: int = 2):
+    """The DALI pipeline over ``source``; outputs in :data:`OUTPUTS` order, frames (N, T, H, W, C)."""
+    from nvidia.dali import fn, pipeline_def
+
+    mods = source.modalities
+    # Decided once at build time: where the data lives and whether the source runs in workers.
+    parallel = not gpu_engine
+    start_method = "fork" if device_id is None else "spawn"  # fork is cheap but unsafe after CUDA init
+
+    @pipeline_def(batch_size=batch_size, num_threads=threads, device_id=device_id, prefetch_queue_depth=prefetch,
+                  py_num_workers=max(1, workers), py_start_method=start_method)
+    def clip_pipeline():
+        outs = fn.external_source(source=source, num_outputs=len(mods) + 7, batch=False, parallel=parallel,
+                                  device="gpu" if gpu_engine else "cpu",
+                                  layout=["FHWC"] * len(mods) + [None] * 7)
+        frames = dict(zip(mods, outs[: len(mods)]))
+        crop, flip, mv_scale, label, index, valid, error = outs[len(mods):]
+        if device_id is not None and not gpu_engine:
+            frames = {m: x.gpu() for m, x in frames.items()}
+        if device_id is not None:
+            mv_scale = mv_scale.gpu()
+        out = augment_clip(frames, crop, flip, mv_scale, size=size, antialias=antialias)
+        return (*(out[m] for m in mods), label, index, valid, error)
+
+    return clip_pipeline()
+
+
+# -- what the training loop gets --------------------------------------------------------------------------
+@dataclass
+class Batch:
+    """One step's clips on this rank.
+
+    ``inputs[m]`` is ``(N, T, C, H, W)`` float32, a channels-last view (``flatten(0, 1)`` gives an
+    ``(N*T, C, H, W)`` tensor in ``torch.channels_last``); ``valid`` is False for bad videos and padding;
+    ``errors`` maps each bad video's path to the reason.
+    """
+
+    inputs: dict[str, torch.Tensor]
+    labels: torch.Tensor
+    indices: torch.Tensor
+    valid: torch.Tensor
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def to(self, device: torch.device | str) -> Batch:
+        nb = torch.device(device).type == "cuda"
+        return Batch({m: x.to(device, non_blocking=nb) for m, x in self.inputs.items()},
+                     self.labels.to(device), self.indices.to(device), self.valid.to(device), self.errors)
+
+
+def _batch_from(frames: dict[str, torch.Tensor], labels, indices, valid, errors_rows, videos: VideoList) -> Batch:
+    inputs = {m: x.permute(0, 1, 4, 2, 3) for m, x in frames.items()}  # (N,T,H,W,C) -> (N,T,C,H,W) view
+    valid_b = valid.reshape(-1).bool()
+    idx = indices.reshape(-1).long()
+    errors = {}
+    for k in torch.nonzero(~valid_b).reshape(-1).tolist():
+        if int(idx[k]) >= 0:
+            errors[videos.paths[int(idx[k])]] = decode_error(errors_rows[k].cpu().numpy())
+    return Batch(inputs, labels.reshape(-1).long(), idx, valid_b, errors)
+
+
+class ClipLoader:
+    """Batches of one rank, epoch by epoch, from DALI or from the reference fallback.
+
+    >>> loader = ClipLoader(videos, mode="train", modalities=("iframe", "mv", "residual"), num_segments=3,
+    ...                     batch_size=8, size=64)
+    >>> for batch in loader.epoch(0): ...
+
+    Epochs must be read in order, starting at ``first_epoch`` (whose first ``start_step`` steps are
+    skipped, to resume). ``kind="auto"`` takes DALI when it is installed.
+    """
+
+    def __init__(self, videos: VideoList, *, mode: Mode, modalities: Sequence[str], num_segments: int,
+                 batch_size: int, size: int, scales: Sequence[float] = CROP_SCALES, flip: bool = True,
+                 antialias: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1, first_epoch: int = 0,
+                 start_step: int = 0, workers: int = 0, threads: int = 0, device_id: int | None = None,
+                 engine: str = "cpu", kind: Literal["auto", "dali", "torch"] = "auto", cache: bool | str = True):
+        if kind not in ("auto", "dali", "torch"):
+            raise ValueError(f"kind must be 'auto', 'dali' or 'torch', got {kind!r}")
+        if kind == "auto":
+            kind = "dali" if dali_available() else "torch"
+        if kind == "dali" and not dali_available():
+            raise ImportError("data.loader='dali' but nvidia-dali is not installed: pip install "
+                              "nvidia-dali-cuda130 (or -cuda120 on V100), or set data.loader=torch")
+        self.kind = kind
+        self.videos = videos
+        self.mode = mode
+        self.plan = EpochPlan(len(videos), batch_size, mode, seed, rank, world_size)
+        dataset = ClipDataset(videos, num_segments=num_segments, modalities=modalities, mode=mode,
+                              backend=engine, cache=cache)
+        self.source = ClipSource(dataset, self.plan, size=size, scales=scales, flip=flip, first_epoch=first_epoch,
+                                 start_step=start_step)
+        self.size = size
+        self.antialias = antialias
+        local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", world_size if world_size > 1 else 1))
+        self.workers = workers or max(1, (os.cpu_count() or 1) // max(1, local_ranks))
+        self.threads = threads or max(1, min(4, self.workers))
+        self.device_id = device_id
+        self.engine = engine
+        self._next_epoch = first_epoch
+        self._start_step = start_step
+        self._iterator = None
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return self.source.modalities
+
+    def steps(self, epoch: int | None = None) -> int:
+        """Steps of an epoch (the first one, when resuming, has ``start_step`` fewer)."""
+        skip = self._start_step if epoch is not None and epoch == self.source.first_epoch else 0
+        return self.plan.steps - skip
+
+    def __len__(self) -> int:
+        return self.plan.steps
+
+    def _dali_iterator(self):
+        if self._iterator is None:
+            from nvidia.dali.plugin.pytorch import DALIGenericIterator
+
+            pipe = build_pipeline(self.source, batch_size=self.plan.local_batch, size=self.size,
+                                  antialias=self.antialias, device_id=self.device_id, workers=self.workers,
+                                  threads=self.threads, gpu_engine=self.engine == "gpu")
+            names = [*self.modalities, "label", "index", "valid", "error"]
+            self._iterator = DALIGenericIterator(pipe, names, auto_reset=True)
+        return self._iterator
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        """The batches of ``epoch`` (train order and augmentation depend on it; test order does not)."""
+        if epoch != self._next_epoch:
+            raise ValueError(f"epochs must be read in order: expected epoch {self._next_epoch}, got {epoch}")
+        self._next_epoch += 1
+        if self.steps(epoch) <= 0:
+            return
+        if self.kind == "dali":
+            yield from self._dali_epoch()
+        else:
+            yield from self._torch_epoch(epoch)
+
+    def _dali_epoch(self) -> Iterator[Batch]:
+        for out in self._dali_iterator():
+            d = out[0]
+            yield _batch_from({m: d[m] for m in self.modalities}, d["label"], d["index"], d["valid"], d["error"],
+                              self.videos)
+
+    def _torch_epoch(self, epoch: int) -> Iterator[Batch]:
+        skip = self._start_step if epoch == self.source.first_epoch else 0
+        dataset = _FallbackDataset(self.source, epoch, skip * self.plan.local_batch, self.antialias)
+        workers = 0 if self.workers <= 1 else self.workers
+        loader = torch.utils.data.DataLoader(dataset, batch_size=self.plan.local_batch, shuffle=False,
+                                             num_workers=workers, collate_fn=_collate)
+        for frames, labels, indices, valid, errors in loader:
+            yield _batch_from(frames, labels, indices, valid, errors, self.videos)
+
+    def close(self) -> None:
+        self._iterator = None
+
+
+class _FallbackDataset(torch.utils.data.Dataset):
+    """The fallback (no DALI): the same source items through :func:`reference_transform`."""
+
+    def __init__(self, source: ClipSource, epoch: int, skip: int, antialias: bool):
+        self.source, self.epoch, self.skip, self.antialias = source, epoch, skip, antialias
+
+    def __len__(self) -> int:
+        return self.source.plan.steps * self.source.plan.local_batch - self.skip
+
+    def __getitem__(self, k: int):
+        it = self.source.item(self.epoch, self.skip + k)
+        frames = reference_transform(it.window, self.source.size, antialias=self.antialias, **it.arrays)
+        return frames, it.label, it.index, int(it.valid), _error_bytes(it.error)
+
+
+def _collate(items):
+    frames = {m: torch.stack([f[m] for f, *_ in items]) for m in items[0][0]}
+    labels = torch.tensor([i[1] for i in items], dtype=torch.int64)
+    indices = torch.tensor([i[2] for i in items], dtype=torch.int64)
+    valid = torch.tensor([i[3] for i in items], dtype=torch.uint8)
+    errors = torch.from_numpy(np.stack([i[4] for i in items]))
+    return frames, labels, indices, valid, errors
+
+
+__all__ = [
+    "Batch",
+    "ClipItem",
+    "ClipLoader",
+    "ClipSource",
+    "EpochPlan",
+    "augment_clip",
+    "build_pipeline",
+    "dali_available",
+    "decode_error",
+]

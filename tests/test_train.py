@@ -1,0 +1,253 @@
+"""train.py end to end on a tiny synthetic dataset, CPU only, through the DALI CPU pipeline.
+
+- one training epoch in process: loss, evaluation, metrics log, checkpoints;
+- a run killed (SIGKILL) part-way and resumed ends with exactly the weights of an uninterrupted run;
+- 2-process DDP on gloo equals 1 process with the same global batch;
+- corrupt and missing videos are skipped, counted and listed, and training finishes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from teamnet.config import DataConfig, load_config
+from teamnet.datasets import ensure_synthetic
+from teamnet.train import lr_at, resolve_amp, train
+
+pytest.importorskip("nvidia.dali")
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """8 classes x 4 clips (24 train, 8 test), 32x32, 24 frames: shared with test_dali.py."""
+    root = tmp_path_factory.getbasetemp() / "tiny_synth"
+    ensure_synthetic(DataConfig(root=str(root), synth_videos_per_class=4, synth_size=(32, 32), synth_frames=24),
+                     progress=False)
+    return root
+
+
+def _overrides(root: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        f"data.root={root}", "data.num_segments=2", "data.test_segments=2", "data.crop_size=32",
+        "data.scale_size=32", "data.workers=1", "data.loader=dali", "optim.batch_size=4", "optim.epochs=1",
+        "optim.lr=0.01", "model.kwargs={iframe_depth: 18, mv_depth: 18, residual_depth: 18}", f"out_dir={out}",
+        "progress=false", "tensorboard=false", "threads=1", *extra,
+    ]
+
+
+def _cfg(root: Path, out: Path, *extra: str):
+    return load_config(CONFIGS / "synthetic.yaml", _overrides(root, out, *extra))
+
+
+def _records(out: Path) -> list[dict]:
+    path = out / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "teamnet.train", "--config", str(CONFIGS / "synthetic.yaml"),
+            *[a for item in args for a in ("--set", item)]]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+# -- configuration ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_configs_load(path):
+    cfg = load_config(path)
+    assert cfg.optim.weight_decay == 5e-4 and cfg.optim.momentum == 0.9
+    if path.stem != "synthetic":  # the paper's settings (DESIGN §3)
+        assert cfg.optim.batch_size == 80 and cfg.data.num_segments == 8
+        if path.stem.startswith("kinetics"):
+            assert (cfg.optim.lr, cfg.optim.lr_steps, cfg.optim.epochs) == (0.01, (30, 40, 45), 50)
+        else:
+            assert (cfg.optim.lr, cfg.optim.lr_steps, cfg.optim.epochs) == (0.005, (15, 20, 25), 30)
+
+
+def test_overrides_and_errors():
+    cfg = load_config(None, ["optim.lr_steps=[2, 4]", "data.flip=false", "model.kwargs.mv_depth=34", "seed=3"])
+    assert cfg.optim.lr_steps == (2, 4) and cfg.data.flip is False and cfg.model.kwargs == {"mv_depth": 34}
+    # a dict value replaces the entry (switching models must not keep the old builder's arguments)
+    tsn = load_config(CONFIGS / "synthetic.yaml", ["model.name=tsn", "model.kwargs={depth: 18}"])
+    assert tsn.model.kwargs == {"depth": 18}
+    assert [lr_at(cfg, e) for e in (0, 2, 4)] == pytest.approx([0.005, 0.0005, 0.00005])
+    with pytest.raises(ValueError, match="allowed"):
+        load_config(None, ["optim.learning_rate=1"])
+    with pytest.raises(ValueError, match="one of"):
+        load_config(None, ["amp=fp32"])
+    with pytest.raises(TypeError, match="integer"):
+        load_config(None, ["optim.epochs=ten"])
+
+
+def test_amp_choice():
+    cpu = torch.device("cpu")
+    assert resolve_amp("auto", cpu) == (None, False)  # off on the CPU unless asked
+    assert resolve_amp("bf16", cpu) == (torch.bfloat16, False)
+    assert resolve_amp("off", torch.device("cuda", 0)) == (None, False)
+
+
+# -- training ---------------------------------------------------------------------------------------------
+def test_training_epoch_on_cpu_through_dali(tiny, tmp_path):
+    out = tmp_path / "run"
+    metrics = train(_cfg(tiny, out, "log_every=1"))
+    assert 0.0 <= metrics["top1"] <= metrics["top5"] <= 1.0 and metrics["num_videos"] == 8
+    assert len(metrics["confusion"]) == 8 and sum(map(sum, metrics["confusion"])) == 8
+    kinds = [r["kind"] for r in _records(out)]
+    assert kinds.count("train") == 6 and kinds[-2:] == ["epoch", "test"]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in _records(out) if r["kind"] == "train")
+    from teamnet.checkpoint import load_checkpoint
+
+    model, ckpt = load_checkpoint(out / "last.pt")  # rebuilt from the recorded builder call
+    assert ckpt["epoch"] == 1 and ckpt["extra"]["classes"][0] == "move_right"
+    assert (out / "best.pt").exists() and (out / "config.yaml").exists()
+    # the weights moved away from the initialisation (same seed)
+    assert any(not torch.equal(v, w) for (k, v), w in zip(model.state_dict().items(), _init_weights(model).values())
+               if v.is_floating_point())
+
+
+def test_predict_prints_top5_and_draws_cams(tiny, tmp_path, capsys):
+    out = tmp_path / "run"
+    train(_cfg(tiny, out, "max_steps=1"))  # one step is enough to have a checkpoint
+    from teamnet.predict import main as predict
+
+    video = tiny / "videos" / "move_left" / "move_left_000.mp4"
+    bframes = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real" / "tests_data_test.avi"
+    videos = [str(video)] + ([str(bframes)] if bframes.exists() else [])
+    cam = tmp_path / "cam.png"
+    assert predict([*videos, "--checkpoint", str(out / "last.pt"), "--cam", str(cam)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("  5. ") == len(videos) and "%" in printed
+    assert (tmp_path / "cam_move_left_000.png").exists() if len(videos) > 1 else cam.exists()
+    if len(videos) > 1:  # B-frames: re-encoded in a temporary file, and said so
+        assert "re-encoded" in printed and "B-frames" in printed
+    assert predict([str(tmp_path / "missing.mp4"), "--checkpoint", str(out / "last.pt")]) == 1
+
+
+def _init_weights(model):
+    from teamnet.models import build_model
+
+    torch.manual_seed(0)
+    return build_model(model.build_spec["name"], **model.build_spec["kwargs"]).state_dict()
+
+
+def test_killed_run_resumes_exactly(tiny, tmp_path):
+    # 2 epochs of 6 steps; the interrupted run checkpoints every 2 steps and is SIGKILLed after step 7.
+    common = ("optim.epochs=2", "eval_every=0", "log_every=1")
+    straight = tmp_path / "straight"
+    subprocess.run(_cli(*_overrides(tiny, straight, *common)), check=True, env=_env(), cwd=REPO,
+                   stdout=subprocess.DEVNULL, timeout=300)
+
+    killed = tmp_path / "killed"
+    args = _cli(*_overrides(tiny, killed, *common, "checkpoint_every_steps=2"))
+    proc = subprocess.Popen(args, env=_env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            if any(r.get("global_step", 0) >= 7 for r in _records(killed) if r["kind"] == "train"):
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        workers = _children(proc.pid)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    # DALI's decoding workers die with the killed run instead of lingering
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(p) for p in workers):
+        time.sleep(0.1)
+    lingering = [p for p in workers if _alive(p)]
+    for p in lingering:
+        os.kill(p, signal.SIGKILL)
+    assert not lingering
+    interrupted = torch.load(killed / "last.pt", map_location="cpu", weights_only=True)
+    assert (interrupted["epoch"], interrupted["extra"]["step_in_epoch"]) < (2, 0)  # really part-way
+
+    subprocess.run(args, check=True, env=_env(), cwd=REPO, stdout=subprocess.DEVNULL, timeout=300)
+    a, b = _weights(straight / "last.pt"), _weights(killed / "last.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-6, rtol=0, msg=k)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_ddp_two_processes_match_one(tiny, tmp_path):
+    # Same global batch of 4: one process, or two gloo processes with 2 each. BatchNorm statistics are
+    # frozen (SyncBatchNorm is CUDA-only) and dropout is off, so the runs differ only by reduction order.
+    common = ("model.freeze_bn=true", "model.kwargs.dropout=0.0", "optim.epochs=1")
+    one, two = tmp_path / "one", tmp_path / "two"
+    subprocess.run(_cli(*_overrides(tiny, one, *common)), check=True, env=_env(), cwd=REPO,
+                   stdout=subprocess.DEVNULL, timeout=300)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                "-m", "teamnet.train", *_cli(*_overrides(tiny, two, *common))[3:]]
+    subprocess.run(torchrun, check=True, env=_env(), cwd=REPO, stdout=subprocess.DEVNULL, timeout=300)
+    a, b = _weights(one / "last.pt"), _weights(two / "last.pt")
+    moved = 0
+    init = _init_weights_from(one / "last.pt")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=1e-4, msg=k)
+        moved += int(a[k].is_floating_point() and not torch.equal(a[k], init[k]))
+    assert moved > 10
+    ra, rb = _records(one)[-1], _records(two)[-1]
+    assert ra["kind"] == rb["kind"] == "test" and ra["num_videos"] == rb["num_videos"] == 8
+
+
+def _init_weights_from(path: Path):
+    from teamnet.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(path)
+    return _init_weights(model)
+
+
+def test_corrupt_videos_are_skipped_and_reported(tiny, tmp_path, capsys):
+    root = tmp_path / "data"
+    shutil.copytree(tiny, root)
+    lines = (root / "train.txt").read_text().splitlines()
+    truncated, garbage = (root / lines[0].split()[0]), (root / lines[5].split()[0])
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    garbage.write_bytes(os.urandom(2000))
+    (root / "train.txt").write_text("\n".join(lines + ["videos/move_left/not_there.mp4 1"]) + "\n")
+    out = tmp_path / "run"
+    metrics = train(_cfg(root, out, "optim.batch_size=5"))  # 25 listed: every one is read
+    assert metrics["num_videos"] == 8  # training went to the end and evaluated
+    epoch = [r for r in _records(out) if r["kind"] == "epoch"][-1]
+    missing = root / "videos/move_left/not_there.mp4"
+    assert set(epoch["bad_videos"]) == {str(truncated), str(garbage), str(missing)}
+    assert epoch["bad_videos_count"] == 3 and epoch["clips"] == 22
+    printed = capsys.readouterr().out
+    assert "bad video(s)" in printed and str(garbage) in printed

@@ -9,9 +9,10 @@ motion vectors within a GOP can. That makes it a quick end-to-end check that a T
 its MV stream, and small enough to generate and train on a 2-core machine in minutes.
 
 The scene lives on a torus the size of the frame: the disk leaves on one side and comes back on the
-other, and a zooming disk restarts at its smallest (zoom in) or largest (zoom out) size once it has
-gone through the size range (a sawtooth), so every frame, I-frames included, has the same
-class-independent distribution of position and size. Clips are rendered with vectorised NumPy bilinear
+other. A zooming disk restarts at every I-frame (a sawtooth with the GOP's period) from a size that
+does not depend on the class, and grows or shrinks only along the P-frames: every I-frame has the same
+class-independent distribution of position and size, and no size jump ever falls inside a P-frame
+chain, where it would scramble the MVs that carry the class. Clips are rendered with vectorised NumPy bilinear
 sampling (sub-pixel motion, no extra dependencies) and encoded canonically by :mod:`gpudecode.encode`.
 
 Layout written by :func:`make_synthetic_dataset`::
@@ -54,7 +55,7 @@ CLASSES: tuple[str, ...] = (
 TRANSLATION_SPEED = (2.0, 4.0)  # px per frame
 ROTATION_SPEED = (4.0, 8.0)  # degrees per frame
 ZOOM_RATE = (0.05, 0.08)  # relative size change per frame
-SCALE_RANGE = (0.6, 1.7)  # zoom sawtooth range; non-zoom clips draw a fixed size from it (log-uniform)
+SCALE_RANGE = (0.6, 1.7)  # disk size at an I-frame (log-uniform); zoom grows/shrinks from there within a GOP
 RADIUS_FRACTION = (0.2, 0.28)  # disk radius at scale 1 over min(width, height): 40-56 % wide at scale 1
 BACKGROUND_SPEED = (0.0, 0.75)  # px per frame, random direction, whatever the class
 TEXTURE_CELL = (6.0, 12.0)  # px, feature size of the coarse noise octave; fine octave is half
@@ -157,18 +158,20 @@ class ClipMotion:
 
 
 def render_clip(
-    class_name: str, rng: np.random.Generator, size: tuple[int, int] = (112, 112), num_frames: int = 48
+    class_name: str, rng: np.random.Generator, size: tuple[int, int] = (112, 112), num_frames: int = 48,
+    gop: int = 12,
 ) -> np.ndarray:
     """Render one clip of ``class_name`` as ``(T, H, W, 3)`` uint8 RGB.
 
     ``size`` is ``(width, height)``. All random draws happen before the class is looked at and in the
     same order, so the same generator state gives the same frame 0 for every class.
     """
-    return render_clip_with_motion(class_name, rng, size, num_frames)[0]
+    return render_clip_with_motion(class_name, rng, size, num_frames, gop)[0]
 
 
 def render_clip_with_motion(
-    class_name: str, rng: np.random.Generator, size: tuple[int, int] = (112, 112), num_frames: int = 48
+    class_name: str, rng: np.random.Generator, size: tuple[int, int] = (112, 112), num_frames: int = 48,
+    gop: int = 12,
 ) -> tuple[np.ndarray, ClipMotion]:
     """:func:`render_clip` plus the disk's trajectory (:class:`ClipMotion`)."""
     if class_name not in CLASSES:
@@ -202,7 +205,10 @@ def render_clip_with_motion(
     # Image y points down, so a positive angle step turns the texture clockwise on screen.
     angles = angle0 + spin * omega * t
     grow = {"zoom_in": 1.0, "zoom_out": -1.0}.get(class_name, 0.0)
-    scales = SCALE_RANGE[0] * np.exp((log_scale0 + grow * zoom * t) % log_range)
+    # Each GOP starts from its own class-independent size (golden-ratio steps through the range) and
+    # zooms only along its P-frames.
+    gop_start = (log_scale0 + (t // gop) * 0.618034 * log_range) % log_range
+    scales = SCALE_RANGE[0] * np.exp(gop_start + grow * zoom * (t % gop))
     bg_shift = bg_offset[None, :] + bg_speed * t[:, None] * np.array([math.sin(bg_angle), math.cos(bg_angle)])
 
     ys = np.arange(height, dtype=np.float32)
@@ -256,7 +262,7 @@ def _clip_rng(seed: int, label: int, index: int) -> np.random.Generator:
 
 def _render_and_write(job: tuple[str, int, int, str, tuple[int, int], int, int, str, int, int]) -> str:
     class_name, label, index, path, size, num_frames, fps, codec, gop, seed = job
-    frames = render_clip(class_name, _clip_rng(seed, label, index), size, num_frames)
+    frames = render_clip(class_name, _clip_rng(seed, label, index), size, num_frames, gop)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.part")

@@ -33,13 +33,17 @@ def open_video(path: str | os.PathLike, *, export_mvs: bool = False, threads: in
     if path.stat().st_size == 0:
         raise CorruptVideoError(path, "the file is empty")
     try:
-        # Metadata in the wild is not always UTF-8 (seen in real Kinetics clips): never fail on it.
+        # Metadata in the wild is not always UTF-8 (seen in real HMDB-51 clips): never fail on it.
         container = av.open(str(path), metadata_errors="replace")
+    except av.error.PermissionError as e:
+        raise VideoNotFoundError(path, "permission denied") from e
     except av.FFmpegError as e:
         raise CorruptVideoError(path, f"FFmpeg cannot read it as a media file ({e.strerror or e})") from e
     if not container.streams.video:
+        kinds = ", ".join(s.type for s in container.streams) or "none"
+        name = container.format.name
         container.close()
-        raise NoVideoStreamError(path, "the file has no video stream")
+        raise NoVideoStreamError(path, f"the file has no video stream (FFmpeg reads it as {name!r}, streams: {kinds})")
     stream = container.streams.video[0]
     ctx = stream.codec_context
     opts = dict(options or {})

@@ -25,12 +25,12 @@ from typing import Any, Literal
 
 import av
 
+from ._av import open_video
 from .encode import CODECS, CONTAINERS, Codec, CanonicalWriter
 from .errors import (
     CorruptVideoError,
     DecodeError,
     GpudecodeError,
-    NoVideoStreamError,
     VideoNotFoundError,
 )
 
@@ -72,25 +72,6 @@ def _even(n: int) -> int:
 # One video
 
 
-def _open_input(src: Path) -> av.container.InputContainer:
-    if not src.exists():
-        raise VideoNotFoundError(src, "no such file")
-    if not src.is_file():
-        raise VideoNotFoundError(src, "not a regular file")
-    if src.stat().st_size == 0:
-        raise CorruptVideoError(src, "empty file (0 bytes)")
-    try:
-        # Real datasets carry non-UTF-8 metadata (an HMDB-51 AVI fails to open with the default
-        # metadata_errors="strict"); metadata is not needed here.
-        return av.open(os.fspath(src), metadata_errors="replace")
-    except av.error.PermissionError:
-        raise VideoNotFoundError(src, "permission denied") from None
-    except av.error.FileNotFoundError:
-        raise VideoNotFoundError(src, "no such file") from None
-    except av.error.FFmpegError as e:
-        raise CorruptVideoError(src, f"FFmpeg cannot open it: {e.strerror}") from None
-
-
 def _frame_rate(stream: av.video.stream.VideoStream) -> Fraction:
     for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
         if rate is not None and rate > 0:
@@ -130,13 +111,8 @@ def prepare_one(
     if size is not None:
         size = _check_size(size)
 
-    with _open_input(src) as input_container:
-        if not input_container.streams.video:
-            kinds = ", ".join(s.type for s in input_container.streams) or "none"
-            raise NoVideoStreamError(
-                src, f"no video stream (FFmpeg reads it as {input_container.format.name!r}, streams: {kinds})"
-            )
-        stream = input_container.streams.video[0]
+    input_container, stream = open_video(src, threads=threads)
+    with input_container:
         announced = stream.frames  # 0 when the container does not say
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = dst.with_name(f".{dst.name}.{os.getpid()}.part")

@@ -37,6 +37,17 @@ def _isolated_index_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("GPUDECODE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "gpudecode-cache"))
 
 
+@pytest.fixture
+def seeded_torch():
+    """torch seeded with 0 for the test, its global RNG state restored afterwards."""
+    import torch
+
+    state = torch.get_rng_state()
+    torch.manual_seed(0)
+    yield
+    torch.set_rng_state(state)
+
+
 @pytest.fixture(scope="session")
 def real_dir() -> Path:
     if not REAL.is_dir():

@@ -32,12 +32,7 @@ from teamnet import checkpoint as checkpoint_module
 K = 7
 
 
-@pytest.fixture(autouse=True)
-def _rng():
-    state = torch.get_rng_state()
-    torch.manual_seed(0)
-    yield
-    torch.set_rng_state(state)
+pytestmark = pytest.mark.usefixtures("seeded_torch")
 
 
 def randomised(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -38,12 +38,7 @@ from teamnet import (
 K = 5
 
 
-@pytest.fixture(autouse=True)
-def _rng():
-    state = torch.get_rng_state()
-    torch.manual_seed(0)
-    yield
-    torch.set_rng_state(state)
+pytestmark = pytest.mark.usefixtures("seeded_torch")
 
 
 def clip(n: int = 1, t: int = 2, size: int = 32) -> dict[str, torch.Tensor]:

@@ -12,12 +12,7 @@ from teamnet import ARRANGEMENTS, TEAM, ChannelFusion, SpatialFusion
 CHANNELS = (12, 5, 7)
 
 
-@pytest.fixture(autouse=True)
-def _rng():
-    state = torch.get_rng_state()
-    torch.manual_seed(0)
-    yield
-    torch.set_rng_state(state)
+pytestmark = pytest.mark.usefixtures("seeded_torch")
 
 
 def streams(b: int = 3, channels: tuple[int, int, int] = CHANNELS, hw: tuple[int, int] = (6, 5)):

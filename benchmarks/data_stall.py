@@ -12,8 +12,6 @@ step times, clips/s and the stall; writes benchmarks/results/data_stall_<device>
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -24,6 +22,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from gpudecode.benchmark import write_result  # noqa: E402
 from teamnet.config import load_config  # noqa: E402
 from teamnet.datasets import ensure_synthetic, load_split  # noqa: E402
 from teamnet.train import Dist, _loader, resolve_amp  # noqa: E402
@@ -110,7 +109,7 @@ def main(argv=None) -> int:
     stall = max(0.0, 1.0 - t_memory / t_loader)
     report = {
         "device": str(env.device) if env.device.type == "cpu" else torch.cuda.get_device_name(env.device),
-        "host": platform.node(), "model": cfg.model.name, "loader": loader.kind, "workers": loader.workers,
+        "model": cfg.model.name, "loader": loader.kind, "workers": loader.workers,
         "batch_size": batch_size, "num_segments": cfg.data.num_segments, "crop_size": cfg.data.crop_size,
         "step_s_loader": t_loader, "step_s_memory": t_memory, "wait_s_per_step": wait,
         "clips_per_s_loader": batch_size / t_loader, "clips_per_s_memory": batch_size / t_memory, "stall": stall,
@@ -121,9 +120,7 @@ def main(argv=None) -> int:
           f"waiting {1000 * wait:.1f} ms for data)")
     print(f"  step from memory          : {1000 * t_memory:8.1f} ms  ({report['clips_per_s_memory']:.1f} clips/s)")
     print(f"  data stall                : {100 * stall:8.1f} %")
-    out = Path(args.output or REPO / "benchmarks" / "results" / f"data_stall_{env.device.type}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_result("data_stall", report, args.output or REPO / "benchmarks" / "results" / f"data_stall_{env.device.type}.json")
     print(f"wrote {out}")
     env.close()
     return 0

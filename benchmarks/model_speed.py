@@ -15,11 +15,7 @@ elsewhere). Each (model, mode) gets ``--warmup`` untimed iterations, then ``--it
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from contextlib import nullcontext
@@ -32,44 +28,11 @@ REPO = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):  # run as `python benchmarks/model_speed.py`: import this checkout's teamnet
     sys.path.insert(0, str(REPO))
 
+from gpudecode.benchmark import machine_info, write_result  # noqa: E402
 from teamnet import build_model  # noqa: E402
 
 MODELS = ("teamnet_r50", "tsn_r50", "coviar_r50")
 _CHANNELS = {"iframe": 3, "mv": 2, "residual": 3}
-
-
-def git_commit() -> dict[str, object]:
-    """The commit measured, and whether the tree had uncommitted changes (``None`` outside git)."""
-
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    status = git("status", "--porcelain")
-    return {"commit": git("rev-parse", "HEAD"), "dirty": None if status is None else bool(status)}
-
-
-def machine(device: torch.device) -> dict[str, object]:
-    info: dict[str, object] = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or None,
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        # Other work on the machine slows the figures down: say how busy it was.
-        "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "gpu": None,
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-        info["cuda"] = torch.version.cuda
-        info["cudnn"] = torch.backends.cudnn.version()
-    return info
 
 
 def clip(model: torch.nn.Module, batch: int, segments: int, size: int, device: torch.device, channels_last: bool):
@@ -168,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     else:
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[args.amp_dtype]
 
-    info = machine(device)  # before the runs, so the load average is the one they started under
+    info = machine_info()  # before the runs, so the load average is the one they started under
     results = []
     for name in args.models:
         for dtype in (None, amp_dtype):
@@ -182,20 +145,17 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             results.append(r)
 
     report = {
-        "benchmark": "model_speed",
         "settings": {
             "device": str(device), "segments": args.segments, "size": args.size, "batch": args.batch,
             "iters": args.iters, "warmup": args.warmup, "pass": "train" if args.train else "inference",
             "amp_dtype": str(amp_dtype).removeprefix("torch."), "num_classes": 101, "weights": "random",
         },
-        "machine": info,
-        "git": git_commit(),
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "results": results,
     }
+    if device.type == "cuda":
+        report["settings"].update(gpu=torch.cuda.get_device_name(device), cudnn=torch.backends.cudnn.version())
     out = args.out or RESULTS / f"model_speed_{device.type}{'_train' if args.train else ''}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_result("model_speed", report, out, machine=info)
     print(f"wrote {out}")
     return report
 

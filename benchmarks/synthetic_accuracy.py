@@ -13,8 +13,6 @@ Prints a table and writes benchmarks/results/synthetic_accuracy.json.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -22,6 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from gpudecode.benchmark import write_result  # noqa: E402
 from teamnet.config import config_to_dict, load_config  # noqa: E402
 from teamnet.train import train  # noqa: E402
 
@@ -67,10 +66,7 @@ def main(argv=None) -> int:
         checks["tsn_within_10_points_of_chance"] = abs(results["tsn"]["top1"] - chance) <= 0.10
     for k, ok in checks.items():
         print(f"  {k}: {'yes' if ok else 'NO'}")
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"host": platform.node(), "chance": chance, "results": results, "checks": checks},
-                              indent=2) + "\n")
+    out = write_result("synthetic_accuracy", {"chance": chance, "results": results, "checks": checks}, args.output)
     print(f"wrote {out}")
     return 0 if all(checks.values()) else 1
 

@@ -37,7 +37,9 @@ def git_commit(cwd: str | os.PathLike | None = None) -> str:
 def machine_info() -> dict:
     """CPU, core count, library versions and, when there is one, the GPU, its driver and CUDA."""
     info = {"hostname": socket.gethostname(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
-            "python": platform.python_version()}
+            "python": platform.python_version(),
+            # Other work on the machine slows the figures down: say how busy it was.
+            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
     try:
         with open("/proc/cpuinfo") as f:
             info["cpu_model"] = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
@@ -48,6 +50,13 @@ def machine_info() -> dict:
             info[mod] = __import__(mod).__version__
         except Exception:  # not installed, or a GPU package that cannot load here
             pass
+    try:
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+        info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    except Exception:
+        pass
     try:
         from gpudecode._cuda import import_cupy
 
@@ -64,15 +73,20 @@ def machine_info() -> dict:
     return info
 
 
-def write_result(name: str, payload: dict, output: str | os.PathLike | None = None) -> Path:
-    """Write ``payload`` plus machine and commit as JSON (atomically) and return the path."""
+def write_result(name: str, payload: dict, output: str | os.PathLike | None = None,
+                 machine: dict | None = None) -> Path:
+    """Write ``payload`` plus machine and commit as JSON (atomically) and return the path.
+
+    ``machine`` is :func:`machine_info` taken before the measurement (its load average is then the one
+    the runs started under); by default it is taken now.
+    """
     if output is None:
         results = Path("benchmarks/results")
         output = (results if results.is_dir() else Path(".")) / f"{name}_{socket.gethostname()}.json"
     path = Path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"benchmark": name, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": git_commit(),
-           "machine": machine_info(), **payload}
+           "machine": machine if machine is not None else machine_info(), **payload}
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(doc, indent=2) + "\n")
     os.replace(tmp, path)

@@ -16,7 +16,6 @@ import numpy as np
 
 from gpudecode._av import yuv420_planes
 from gpudecode._host import host_kernels
-from gpudecode.errors import PREPARE_REMEDY, UnsupportedVideoError
 from gpudecode.gopreader import GopReader
 from gpudecode.index import GopIndex
 from gpudecode.kernels import CELL_SHIFT
@@ -92,9 +91,6 @@ class CpuBackend:
                 at = by_gop[gop]
                 src, src_ptr = None, None  # S_0 = identity
                 for pos, frame in reader.frames(gop, max(at) if chain else 0):
-                    if frame.width != w or frame.height != h:
-                        raise UnsupportedVideoError(index.path, f"frame size changes mid-stream ({w}x{h} -> "
-                                                    f"{frame.width}x{frame.height})", PREPARE_REMEDY)
                     t0 = clock()
                     if pos == 0:
                         if want_i or want_res:

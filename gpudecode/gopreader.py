@@ -13,7 +13,7 @@ from typing import Iterator
 import av
 
 from gpudecode._av import PICT_I, PICT_P, open_video
-from gpudecode.errors import BFramesError, DecodeError, PREPARE_REMEDY
+from gpudecode.errors import BFramesError, DecodeError, PREPARE_REMEDY, UnsupportedVideoError
 from gpudecode.index import GopIndex
 
 
@@ -108,6 +108,9 @@ class GopReader:
                         raise DecodeError(path, f"the stream ended inside GOP {gop} (frame {self.index.gop_starts[gop] + k}); "
                                                 "the file changed since it was indexed or is truncated")
                     self._next += 1
+                if frame.width != self.index.width or frame.height != self.index.height:
+                    raise UnsupportedVideoError(path, f"frame size changes mid-stream ({self.index.width}x"
+                                                      f"{self.index.height} -> {frame.width}x{frame.height})", PREPARE_REMEDY)
                 kind = int(frame.pict_type)
                 if k == 0 and kind != PICT_I:
                     raise DecodeError(path, f"expected the I-frame of GOP {gop} at frame {self.index.gop_starts[gop]}, "

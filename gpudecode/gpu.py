@@ -26,7 +26,7 @@ import numpy as np
 from gpudecode._av import yuv420_planes
 from gpudecode._cuda import cuda_kernels, import_cupy
 from gpudecode.cpu import motion_vectors
-from gpudecode.errors import BackendUnavailableError, PREPARE_REMEDY, UnsupportedVideoError
+from gpudecode.errors import BackendUnavailableError
 from gpudecode.gopreader import GopReader
 from gpudecode.index import GopIndex
 from gpudecode.kernels import CELL_SHIFT
@@ -101,7 +101,6 @@ class GpuBackend:
         cp = self.cp
         mods = check_modalities(modalities)
         index.check_readable()
-        h, w = index.height, index.width
         want_i, want_mv, want_res = (m in mods for m in MODALITIES)
         chain = want_mv or want_res
         by_gop = group_picks(picks, index.gop_lengths, path=index.path, chain=chain)
@@ -115,8 +114,6 @@ class GpuBackend:
                 for gop in sorted(by_gop):
                     at = by_gop[gop]
                     for pos, frame in reader.frames(gop, max(at) if chain else 0):
-                        if frame.width != w or frame.height != h:
-                            raise UnsupportedVideoError(index.path, "frame size changes mid-stream", PREPARE_REMEDY)
                         t0 = clock()
                         if pos > 0:
                             mv_lists.append(motion_vectors(frame))

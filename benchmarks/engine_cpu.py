@@ -16,6 +16,7 @@ Targets (issue 2): coviar/engine >= 2.5; engine/floor <= 2.0 (340x256 mpeg4), <=
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 from pathlib import Path
 
@@ -55,10 +56,10 @@ def measure(paths, *, segments: int, repeats: int, seed: int = 0) -> dict:
         index.check_readable()
         rng = np.random.default_rng(seed)
         picks_list = [sample_gops(index.gop_lengths, segments, mode="train", rng=rng) for _ in range(repeats)]
-        it = iter(range(10**9))
 
         def run(fn):
-            return median_ms(lambda: fn(index, picks_list[next(it) % repeats]), repeats)
+            picks = itertools.cycle(picks_list)  # each timed call gets the next sampled clip
+            return median_ms(lambda: fn(index, next(picks)), repeats)
 
         engine = run(lambda ix, p: backend.decode(ix, p))
         coviar = run(lambda ix, p: coviar_style(backend, ix, p))

@@ -199,34 +199,8 @@ class CanonicalWriter:
             self.abort()
 
 
-def open_canonical_writer(
-    path: str | os.PathLike,
-    *,
-    codec: Codec = "mpeg4",
-    width: int,
-    height: int,
-    fps: float | Fraction = 25,
-    gop: int = 12,
-    quality: int | None = None,
-    container: Container | None = None,
-    threads: int = 1,
-) -> CanonicalWriter:
-    """Open a :class:`CanonicalWriter`.
-
-    ``quality``: mpeg4 quantiser 1..31 (default 2, what ``-q:v 1`` gives) or h264 CRF 0..51
-    (default 18). ``container`` defaults to the file's extension (``.mp4``; ``.avi`` for mpeg4 only).
-    """
-    return CanonicalWriter(
-        path,
-        codec=codec,
-        width=width,
-        height=height,
-        fps=fps,
-        gop=gop,
-        quality=quality,
-        container=container,
-        threads=threads,
-    )
+#: Open a :class:`CanonicalWriter` (the function-style name used across the project).
+open_canonical_writer = CanonicalWriter
 
 
 def write_video(

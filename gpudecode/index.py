@@ -146,7 +146,14 @@ def build_index(path: str | os.PathLike) -> GopIndex:
     container, stream = open_video(path, options={"skip_loop_filter": "all"})
     types: list[int] = []
     pts: list[int | None] = []
-    matrix, pix_fmt = 0, stream.codec_context.pix_fmt or "?"
+    # Everything read from the stream is copied out while the container is open: after close() the
+    # stream and codec context point into freed memory (av_guess_frame_rate crashed at random here).
+    ctx = stream.codec_context
+    codec, width, height = ctx.name, ctx.width, ctx.height
+    matrix, pix_fmt = 0, ctx.pix_fmt or "?"
+    rate = stream.average_rate or stream.guessed_rate
+    fps = float(rate) if rate else 0.0
+    del ctx
     try:
         with container:
             for frame in container.decode(stream):
@@ -164,10 +171,8 @@ def build_index(path: str | os.PathLike) -> GopIndex:
     lengths = np.diff(np.append(starts, len(t)))
     seekable = all(p is not None for p in pts) and bool(np.all(np.diff(np.asarray(pts, dtype=np.int64)) > 0)) \
         if all(p is not None for p in pts) else False
-    rate = stream.average_rate or stream.guessed_rate
     return GopIndex(
-        path=str(path), codec=stream.codec_context.name, width=stream.codec_context.width,
-        height=stream.codec_context.height, fps=float(rate) if rate else 0.0, num_frames=len(t),
+        path=str(path), codec=codec, width=width, height=height, fps=fps, num_frames=len(t),
         gop_starts=tuple(int(s) for s in starts), gop_lengths=tuple(int(n) for n in lengths),
         gop_pts=tuple(int(pts[s]) if pts[s] is not None else -1 for s in starts),
         num_i=int((t == PICT_I).sum()), num_p=int((t == PICT_P).sum()), num_b=int((t == PICT_B).sum()),

@@ -8,6 +8,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from av.sidedata.sidedata import SideDataContainer
+
 from gpudecode.errors import CorruptVideoError, NoVideoStreamError, VideoNotFoundError
 
 #: Codecs whose FFmpeg decoders export motion vectors (``flags2=+export_mvs``) and that the
@@ -16,6 +18,8 @@ MV_CODECS = frozenset({"mpeg4", "h264", "mpeg1video", "mpeg2video", "h263"})
 
 # AVPictureType values as PyAV returns them from frame.pict_type.
 PICT_I, PICT_P, PICT_B = 1, 2, 3
+
+_NO_MVS = np.zeros(0, np.dtype({"names": ["source"], "formats": ["<i4"], "itemsize": 40}))
 
 # AVColorSpace values that mean BT.709, and AVColorRange JPEG (full range).
 _BT709 = 1
@@ -44,7 +48,7 @@ def open_video(path: str | os.PathLike, *, export_mvs: bool = False, threads: in
         name = container.format.name
         container.close()
         raise NoVideoStreamError(path, f"the file has no video stream (FFmpeg reads it as {name!r}, streams: {kinds})")
-    stream = container.streams.video[0]
+    stream = pick_video_stream(container.streams.video)
     ctx = stream.codec_context
     opts = dict(options or {})
     if export_mvs:
@@ -53,6 +57,62 @@ def open_video(path: str | os.PathLike, *, export_mvs: bool = False, threads: in
         ctx.options = opts
     ctx.thread_count = threads
     return container, stream
+
+
+def pick_video_stream(streams) -> av.video.stream.VideoStream:
+    """The video stream the engine reads: the first that is not a cover picture or a thumbnail track.
+
+    MP4/MOV files from phones and editors may carry a still image (disposition ``attached_pic``)
+    as video stream 0; reading it would give one frame of cover art instead of the video.
+    """
+    still = av.stream.Disposition.attached_pic | av.stream.Disposition.timed_thumbnails | av.stream.Disposition.still_image
+    for stream in streams:
+        if not stream.disposition & still:
+            return stream
+    return streams[0]
+
+
+def motion_vectors(frame: av.VideoFrame) -> np.ndarray:
+    """The frame's FFmpeg MV records (a structured array of AVMotionVector), empty when it has none.
+
+    ``frame.side_data`` caches a container on the frame that points back at the frame: a reference
+    cycle that keeps every decoded frame (and its pixel buffers) alive until a full garbage
+    collection, ~100 KB per clip that piles up in every loader worker. A container built here is
+    referenced by nothing but this call, so the frame is freed as soon as the caller drops it. The
+    returned array is a view of the side data (it keeps the frame alive only while it lives).
+    """
+    sd = SideDataContainer(frame).get("MOTION_VECTORS")
+    return sd.to_ndarray() if sd is not None else _NO_MVS
+
+
+def display_matrix(frame: av.VideoFrame) -> np.ndarray | None:
+    """The frame's display matrix (3x3, FFmpeg's 16.16/2.30 fixed point as float), or None.
+
+    Read without ``frame.side_data`` for the reason given in :func:`motion_vectors`.
+    """
+    sd = SideDataContainer(frame).get("DISPLAYMATRIX")
+    if sd is None or sd.buffer_size < 36:
+        return None
+    m = np.frombuffer(bytes(sd), "<i4", count=9).astype(np.float64).reshape(3, 3)
+    m[:, :2] /= 1 << 16
+    m[:, 2] /= 1 << 30
+    return m
+
+
+def display_orientation(matrix: np.ndarray | None) -> tuple[int, bool]:
+    """``(rotation, mirrored)`` of a display matrix: counter-clockwise degrees and a flip.
+
+    ``rotation`` is what ``VideoFrame.rotation`` reports (FFmpeg's ``av_display_rotation_get``),
+    rounded to the nearest degree; ``mirrored`` is True when the matrix also flips the picture.
+    """
+    if matrix is None:
+        return 0, False
+    a, b, c, d = matrix[0, 0], matrix[0, 1], matrix[1, 0], matrix[1, 1]
+    scale0, scale1 = float(np.hypot(a, c)), float(np.hypot(b, d))
+    if scale0 == 0 or scale1 == 0:
+        return 0, False
+    rotation = int(round(-np.degrees(np.arctan2(b / scale1, a / scale0)))) % 360
+    return (rotation - 360 if rotation > 180 else rotation), bool(a * d - b * c < 0)
 
 
 def colour_matrix(frame: av.VideoFrame) -> int:

@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from gpudecode._av import yuv420_planes
+from gpudecode._av import motion_vectors, yuv420_planes
 from gpudecode._host import host_kernels
 from gpudecode.gopreader import GopReader
 from gpudecode.index import GopIndex
@@ -22,14 +22,6 @@ from gpudecode.kernels import CELL_SHIFT
 from gpudecode.kernels.reference import grid_shape
 from gpudecode.sample import MODALITIES, Sample, check_modalities
 from gpudecode.sampling import group_picks
-
-_NO_MVS = np.zeros(0, np.dtype({"names": ["source"], "formats": ["<i4"], "itemsize": 40}))
-
-
-def motion_vectors(frame) -> np.ndarray:
-    """The frame's FFmpeg MV records (a structured array of AVMotionVector), empty when it has none."""
-    sd = frame.side_data.get("MOTION_VECTORS")
-    return sd.to_ndarray() if sd is not None else _NO_MVS
 
 
 class _Workspace:

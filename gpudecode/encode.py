@@ -150,6 +150,8 @@ class CanonicalWriter:
 
     def write(self, frame: np.ndarray | av.VideoFrame) -> None:
         """Encode one frame; the writer decides I or P from the frame index alone."""
+        if self._container is None:  # its stream was freed with the container
+            raise ValueError(f"{self.path}: the writer is closed")
         if isinstance(frame, np.ndarray):
             if frame.dtype != np.uint8 or frame.shape != (self.height, self.width, 3):
                 raise ValueError(

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Iterable, Literal, Sequence
 
 import numpy as np
 
-from gpudecode.errors import BackendUnavailableError
+from gpudecode.errors import BackendUnavailableError, OrientationWarning
 from gpudecode.index import GopIndex, IndexCache, index_video, resolve_cache
 from gpudecode.sample import MODALITIES, Sample
 from gpudecode.sampling import Mode, sample_gops
@@ -70,6 +71,11 @@ class VideoSampler:
                  picks: Sequence[tuple[int, int]] | None = None) -> Sample:
         index = self.index(path)
         index.check_readable()
+        if index.rotation or index.mirrored:
+            warnings.warn(OrientationWarning(f"{index.path}: players show this video rotated {index.rotation} degrees"
+                                             f"{' and mirrored' if index.mirrored else ''}; samples keep the coded "
+                                             "orientation (re-encode with `gpudecode prepare` to bake it in)"),
+                          stacklevel=2)
         return self.backend.decode(index, picks if picks is not None else self.picks(index, mode=mode, rng=rng),
                                    modalities=self.modalities)
 

@@ -58,3 +58,7 @@ class DecodeError(GpudecodeError):
 
 class BackendUnavailableError(GpudecodeError):
     """A requested backend (GPU, CuPy, PyNvVideoCodec, DALI, the host kernels) cannot be used here."""
+
+
+class OrientationWarning(UserWarning):
+    """The video has a display rotation that samples do not apply (they keep coded orientation)."""

@@ -30,6 +30,7 @@ class GopReader:
         self.stats = {"demux": 0.0, "decode": 0.0, "seeks": 0, "frames": 0}
         self._frames = self._decode()
         self._next = 0  # decoded-frame index of the next frame self._frames yields
+        self._closed = False
 
     def __enter__(self) -> "GopReader":
         return self
@@ -38,6 +39,9 @@ class GopReader:
         self.close()
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         self._frames.close()  # finish the demux generator before its container goes away
         self.container.close()
 
@@ -95,6 +99,8 @@ class GopReader:
     def frames(self, gop: int, last: int) -> Iterator[tuple[int, av.VideoFrame]]:
         """Yield ``(k, frame)`` for k = 0..last of GOP ``gop`` (k = 0 is the I-frame)."""
         path = self.index.path
+        if self._closed:  # the stream and its frames point into freed memory once the container is closed
+            raise ValueError(f"{path}: GopReader is closed")
         if not 0 <= last < self.index.gop_lengths[gop]:
             raise ValueError(f"{path}: position {last} is outside GOP {gop} of length {self.index.gop_lengths[gop]}")
         try:

@@ -21,7 +21,8 @@ from typing import Iterable
 import av
 import numpy as np
 
-from gpudecode._av import MV_CODECS, PICT_B, PICT_I, PICT_P, colour_matrix, open_video
+from gpudecode._av import (MV_CODECS, PICT_B, PICT_I, PICT_P, colour_matrix, display_matrix, display_orientation,
+                            open_video)
 from gpudecode.errors import (
     BFramesError,
     CorruptVideoError,
@@ -33,7 +34,7 @@ from gpudecode.errors import (
 )
 
 #: Bumped whenever GopIndex's fields or their meaning change; older cache entries are ignored.
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 #: GOPs longer than this are readable but accumulate MVs over long chains; `inspect` suggests prepare.
 LONG_GOP = 60
 
@@ -68,6 +69,10 @@ class GopIndex:
     file_size: int = 0
     file_mtime_ns: int = 0
     leading_frames: int = 0  # frames before the first I-frame (not part of any GOP)
+    rotation: int = 0  # display rotation, counter-clockwise degrees (phone footage); samples keep coded orientation
+    mirrored: bool = False  # the display matrix also flips the picture
+    stream_index: int = 0  # the container stream read (the first video stream that is not cover art)
+    video_streams: int = 1  # video streams in the container, cover art included
     extra: dict = field(default_factory=dict)
 
     @property
@@ -116,6 +121,12 @@ class GopIndex:
             out.append(f"{self.leading_frames} frames before the first I-frame are never sampled")
         if not self.seekable:
             out.append("timestamps missing or not increasing: GOPs are reached by decoding from the start (slower)")
+        if self.rotation or self.mirrored:
+            how = f"rotated {self.rotation} degrees" + (" and mirrored" if self.mirrored else "")
+            out.append(f"display matrix: players show it {how}; samples come out in coded orientation "
+                       "(`gpudecode prepare` bakes the rotation in)")
+        if self.video_streams > 1:
+            out.append(f"{self.video_streams} video streams: reading stream #{self.stream_index}, the others are ignored")
         return out
 
     def to_json(self) -> str:
@@ -153,12 +164,15 @@ def build_index(path: str | os.PathLike) -> GopIndex:
     matrix, pix_fmt = 0, ctx.pix_fmt or "?"
     rate = stream.average_rate or stream.guessed_rate
     fps = float(rate) if rate else 0.0
+    stream_index, video_streams = stream.index, len(container.streams.video)
+    rotation, mirrored = 0, False
     del ctx
     try:
         with container:
             for frame in container.decode(stream):
                 if not types:
                     matrix, pix_fmt = colour_matrix(frame), frame.format.name
+                    rotation, mirrored = display_orientation(display_matrix(frame))
                 types.append(int(frame.pict_type))
                 pts.append(frame.pts)
     except av.FFmpegError as e:
@@ -180,6 +194,7 @@ def build_index(path: str | os.PathLike) -> GopIndex:
         pix_fmt=pix_fmt, colour_matrix=matrix,
         file_size=st.st_size if st else 0, file_mtime_ns=st.st_mtime_ns if st else 0,
         leading_frames=int(starts[0]) if len(starts) else len(t),
+        rotation=rotation, mirrored=mirrored, stream_index=stream_index, video_streams=video_streams,
     )
 
 

@@ -7,8 +7,10 @@ no B-frames. This module decodes any input FFmpeg can read and re-encodes it tha
 resumably, and reporting every bad file by name instead of stopping.
 
 Every decoded frame is kept, in presentation order, and written at a constant rate equal to the
-input's average frame rate: the engine indexes frames, so variable timestamps are dropped. Audio,
-subtitles and rotation metadata are dropped too.
+input's average frame rate: the engine indexes frames, so variable timestamps are dropped. Audio and
+subtitles are dropped too. A display rotation by a multiple of 90 degrees (phone footage) is baked
+into the pixels, so samples come out the way players show the video; a mirrored or oblique display
+matrix is dropped (``gpudecode inspect`` reports it).
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import av
+import numpy as np
 
-from ._av import open_video
+from ._av import display_matrix, display_orientation, open_video
 from .encode import CODECS, CONTAINERS, Codec, CanonicalWriter
 from .errors import (
     CorruptVideoError,
@@ -79,6 +82,24 @@ def _frame_rate(stream: av.video.stream.VideoStream) -> Fraction:
     return Fraction(25)
 
 
+def _quarter_turns(frame: av.VideoFrame) -> int:
+    """Counter-clockwise quarter turns that show ``frame`` upright (0 unless its display matrix rotates it).
+
+    Only pure rotations by multiples of 90 degrees are applied; anything else (a mirror, an oblique
+    angle) is left as coded, as the engine reads it.
+    """
+    rotation, mirrored = display_orientation(display_matrix(frame))
+    if mirrored or rotation % 90:
+        return 0
+    return (rotation // 90) % 4
+
+
+def _upright(frame: av.VideoFrame, turns: int) -> av.VideoFrame:
+    """The frame rotated counter-clockwise by ``turns`` quarter turns, as players show it."""
+    rgb = np.rot90(frame.to_ndarray(format="rgb24"), k=turns)
+    return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+
+
 def prepare_one(
     src: PathLike,
     dst: PathLike,
@@ -129,8 +150,10 @@ def prepare_one(
                 except av.error.FFmpegError as e:
                     raise DecodeError(src, f"decoding failed after {count} frames: {e.strerror}") from None
                 if writer is None:
+                    turns = _quarter_turns(frame)
                     # Size from the first decoded frame, not the header: some headers are wrong.
-                    width, height = size or (_even(frame.width), _even(frame.height))
+                    shown = (frame.height, frame.width) if turns % 2 else (frame.width, frame.height)
+                    width, height = size or (_even(shown[0]), _even(shown[1]))
                     writer = CanonicalWriter(
                         tmp,
                         codec=codec,
@@ -144,7 +167,7 @@ def prepare_one(
                     )
                 if frame.is_corrupt:
                     damaged.append(count)
-                writer.write(frame)
+                writer.write(_upright(frame, turns) if turns else frame)
                 count += 1
             if count == 0:
                 raise CorruptVideoError(src, "no decodable video frames")

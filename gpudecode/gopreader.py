@@ -53,17 +53,22 @@ class GopReader:
         """container.decode(stream), with demuxing and decoding timed apart."""
         packets = self.container.demux(self.stream)
         clock, stats = time.perf_counter, self.stats
-        while True:
-            t0 = clock()
-            packet = next(packets, None)
-            t1 = clock()
-            stats["demux"] += t1 - t0
-            if packet is None:
-                return
-            frames = packet.decode()  # the last, empty packet flushes the decoder
-            stats["decode"] += clock() - t1
-            stats["frames"] += len(frames)
-            yield from frames
+        try:
+            while True:
+                t0 = clock()
+                packet = next(packets, None)
+                t1 = clock()
+                stats["demux"] += t1 - t0
+                if packet is None:
+                    return
+                frames = packet.decode()  # the last, empty packet flushes the decoder
+                stats["decode"] += clock() - t1
+                stats["frames"] += len(frames)
+                yield from frames
+        finally:
+            # PyAV's demux generator frees its read packet only when closed: one dropped while
+            # suspended (every seek, every early stop) leaks ~150 bytes of native memory.
+            packets.close()
 
     def _restart(self) -> None:
         self.container.seek(0, stream=self.stream, backward=True)

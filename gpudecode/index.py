@@ -169,12 +169,16 @@ def build_index(path: str | os.PathLike) -> GopIndex:
     del ctx
     try:
         with container:
-            for frame in container.decode(stream):
-                if not types:
-                    matrix, pix_fmt = colour_matrix(frame), frame.format.name
-                    rotation, mirrored = display_orientation(display_matrix(frame))
-                types.append(int(frame.pict_type))
-                pts.append(frame.pts)
+            frames = container.decode(stream)
+            try:
+                for frame in frames:
+                    if not types:
+                        matrix, pix_fmt = colour_matrix(frame), frame.format.name
+                        rotation, mirrored = display_orientation(display_matrix(frame))
+                    types.append(int(frame.pict_type))
+                    pts.append(frame.pts)
+            finally:
+                frames.close()  # inside `with`: PyAV's generators free their packet only when closed
     except av.FFmpegError as e:
         raise DecodeError(path, f"decoding failed after {len(types)} frames ({e.strerror or e})",
                           "the file is damaged; re-download it or drop it") from e

@@ -183,6 +183,7 @@ def prepare_one(
             writer.close()
             os.replace(tmp, dst)
         finally:
+            frames.close()  # before the container closes; PyAV's generators free their packet only when closed
             if writer is not None:
                 writer.abort()  # no-op after close()
             tmp.unlink(missing_ok=True)

@@ -1,0 +1,81 @@
+"""A decoder crash costs one file, never the run (issue 8 §3).
+
+A real FFmpeg crash cannot be produced on demand, so these tests use the test-only hook
+``GPUDECODE_TEST_CRASH_ON=<substring>``: a process about to read a matching path kills itself with
+SIGSEGV, exactly as a native crash would end it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from gpudecode import CorruptVideoError, GopIndex, IndexCache, index_videos
+from gpudecode.cli import main as cli_main
+from gpudecode.workers import TEST_CRASH_ENV, WorkerDied, crash_if_testing, run_isolated
+from tests.media import synthetic_video
+
+CRASH = "crashme"
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    d = tmp_path_factory.mktemp("crash_clips")
+    return [synthetic_video(d / name, "mpeg4", num_frames=13) for name in ("a.mp4", f"{CRASH}.mp4", "b.mp4", "c.mp4")]
+
+
+def _job(x):
+    if x == "segv":
+        crash_if_testing("segv")
+    if x == "exit":
+        os._exit(3)
+    if x == "hang":
+        time.sleep(60)
+    if x == "raise":
+        raise ValueError("bad job")
+    return x * 2
+
+
+def test_run_isolated_attributes_each_death_to_its_job(monkeypatch):
+    monkeypatch.setenv(TEST_CRASH_ENV, "segv")
+    jobs = ["a", "segv", "b", "exit", "hang", "raise", "c", "d"]
+    out = {job: (result, error) for job, result, error in run_isolated(_job, jobs, workers=2, timeout=3)}
+    assert set(out) == set(jobs)
+    assert [out[j][0] for j in "abcd"] == ["aa", "bb", "cc", "dd"]
+    assert isinstance(out["segv"][1], WorkerDied) and out["segv"][1].reason == "crashed the decoder (SIGSEGV)"
+    assert isinstance(out["exit"][1], WorkerDied) and "code 3" in out["exit"][1].reason
+    assert isinstance(out["hang"][1], WorkerDied) and out["hang"][1].reason.startswith("hung")
+    assert isinstance(out["raise"][1], ValueError)
+
+
+def test_index_videos_survives_a_crashing_file_and_caches_it(clips, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(TEST_CRASH_ENV, CRASH)
+    cache = IndexCache(tmp_path / "c.sqlite")
+    results = index_videos(clips, workers=2, cache=cache, progress=False)
+    bad = results[str(clips[1])]
+    assert isinstance(bad, CorruptVideoError) and bad.path == str(clips[1])
+    assert bad.reason == "crashed the decoder (SIGSEGV)"
+    assert all(isinstance(results[str(c)], GopIndex) for c in clips if c != clips[1])
+    cached = cache.get(clips[1])  # cached like any other indexing failure: not retried every epoch
+    assert isinstance(cached, CorruptVideoError) and cached.reason == bad.reason
+
+    # the CLI lists it in the summary and goes on with the rest
+    monkeypatch.setenv("GPUDECODE_CACHE_DIR", str(tmp_path / "cli_cache"))
+    assert cli_main(["index", "--workers", "1", *map(str, clips)]) == 1
+    out = capsys.readouterr().out
+    assert "indexed 3 of 4 videos" in out and f"{clips[1]}: crashed the decoder (SIGSEGV)" in out
+
+
+def test_prepare_survives_a_crashing_file(clips, tmp_path, monkeypatch):
+    from gpudecode.prepare import prepare_videos
+
+    monkeypatch.setenv(TEST_CRASH_ENV, CRASH)
+    report = prepare_videos(clips, tmp_path / "out", workers=2, progress=False)
+    assert sorted(p.name for p in report.done) == ["a.mp4", "b.mp4", "c.mp4"]
+    assert len(report.failed) == 1
+    src, message = report.failed[0]
+    assert src == clips[1] and message.startswith(f"{clips[1]}: crashed the decoder (SIGSEGV)")
+    assert "crashed the decoder (SIGSEGV)" in report.summary()

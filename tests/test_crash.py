@@ -79,3 +79,49 @@ def test_prepare_survives_a_crashing_file(clips, tmp_path, monkeypatch):
     src, message = report.failed[0]
     assert src == clips[1] and message.startswith(f"{clips[1]}: crashed the decoder (SIGSEGV)")
     assert "crashed the decoder (SIGSEGV)" in report.summary()
+
+
+# -- training: a loader worker that dies --------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from teamnet.config import DataConfig
+    from teamnet.datasets import ensure_synthetic
+
+    data = DataConfig(dataset="synthetic", root=str(tmp_path_factory.getbasetemp() / "crash_synth"),
+                      train_list="train.txt", test_list="test.txt", class_index="classInd.txt",
+                      synth_videos_per_class=3, synth_size=(32, 32), synth_frames=24)
+    ensure_synthetic(data, progress=False)
+    return data
+
+
+@pytest.mark.parametrize("kind", ["torch", "dali"])
+def test_loader_marks_the_crashing_video_bad_and_the_epoch_goes_on(tiny, kind, tmp_path, monkeypatch, capsys):
+    if kind == "dali":
+        pytest.importorskip("nvidia.dali")
+    from teamnet.dali_loader import ClipLoader
+    from teamnet.datasets import load_split
+
+    videos = load_split(tiny, "train")
+    victim = videos.paths[5]
+    monkeypatch.setenv(TEST_CRASH_ENV, os.path.basename(victim))
+    cache = IndexCache(tmp_path / "c.sqlite")
+    loader = ClipLoader(videos, mode="train", modalities=("iframe", "mv"), num_segments=2, batch_size=4, size=24,
+                        workers=2, kind=kind, seed=1, cache=str(cache.path))
+    for epoch in range(2):
+        batches = list(loader.epoch(epoch))
+        assert len(batches) == loader.plan.steps  # every step, none lost to the restart
+        seen = torch_cat([b.indices for b in batches])
+        assert seen == loader.plan.order(epoch).tolist()
+        valid = dict(zip(seen, torch_cat([b.valid for b in batches])))
+        errors = {k: v for b in batches for k, v in b.errors.items()}
+        if 5 in valid:  # the victim was drawn in this epoch: bad, with the reason; everything else read
+            assert not valid.pop(5)
+            assert errors == {victim: f"{victim}: crashed the decoder (SIGSEGV) (the file is damaged or hostile; drop it)"}
+        assert all(valid.values()) and len(valid) >= len(seen) - 1
+    assert "marked bad, the epoch goes on" in capsys.readouterr().err
+    cached = cache.get(victim)  # remembered for the next run, like an indexing failure
+    assert isinstance(cached, CorruptVideoError) and cached.reason == "crashed the decoder (SIGSEGV)"
+
+
+def torch_cat(tensors):
+    return [v for t in tensors for v in t.tolist()]

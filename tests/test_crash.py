@@ -123,5 +123,22 @@ def test_loader_marks_the_crashing_video_bad_and_the_epoch_goes_on(tiny, kind, t
     assert isinstance(cached, CorruptVideoError) and cached.reason == "crashed the decoder (SIGSEGV)"
 
 
+def test_loader_ends_the_run_naming_the_videos_when_the_crash_does_not_recur(tiny, monkeypatch):
+    # a worker died but no video kills a worker when read again (a one-off): no hang, no silent
+    # retry loop, an error that names what the worker was reading
+    from teamnet.dali_loader import ClipLoader, ClipSource
+    from teamnet.datasets import load_split
+
+    videos = load_split(tiny, "train")
+    loader = ClipLoader(videos, mode="train", modalities=("mv",), num_segments=2, batch_size=4, size=24,
+                        workers=2, kind="torch", seed=1, cache=False)
+    first = loader.plan.order(0)[0]
+    monkeypatch.setenv(TEST_CRASH_ENV, os.path.basename(videos.paths[first]))
+    monkeypatch.setattr(ClipSource, "find_crashes", lambda self, *a, **k: {})
+    with pytest.raises(RuntimeError, match="a loader worker died in epoch 0 at step 0") as info:
+        list(loader.epoch(0))
+    assert videos.paths[first] in str(info.value) and "resume from the last checkpoint" in str(info.value)
+
+
 def torch_cat(tensors):
     return [v for t in tensors for v in t.tolist()]

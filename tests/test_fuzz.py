@@ -1,6 +1,6 @@
 """Fuzzing (issue 8 §4): damaged files give typed errors that name them, never a crash or a hang.
 
-240 files mutated from small mpeg4 and h264 clips (``tests/fuzzing.py``; seed 0), each indexed,
+400 files mutated from small mpeg4 and h264 clips (``tests/fuzzing.py``; seed 0), each indexed,
 sampled and decoded in child processes under ``MALLOC_PERTURB_`` and ``PYTHONFAULTHANDLER=1``; about
 10-20 s on 2 cores. ``python -m benchmarks.fuzz`` runs the same with thousands of files.
 """
@@ -12,7 +12,7 @@ import pytest
 from gpudecode.workers import TEST_CRASH_ENV
 from tests.fuzzing import child_env, make_corpus, mutate, run_corpus
 
-NUM_FILES = 240
+NUM_FILES = 400
 
 
 @pytest.fixture(scope="module")

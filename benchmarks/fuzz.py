@@ -3,6 +3,8 @@
     python -m benchmarks.fuzz                          # 3,000 files, seed 0, 2 child processes at a time
     python -m benchmarks.fuzz --files 20000 --seed 7 --jobs 8
     python -m benchmarks.fuzz --files 200 --valgrind 60   # and the first 60 files under valgrind memcheck
+    python -m benchmarks.fuzz --files 500 --seeds ../shared/fixtures/real/v_SoccerJuggling_g23_c01.avi \
+        --output benchmarks/results/fuzz_real.json           # mutate real clips instead
 
 The same machinery as ``tests/test_fuzz.py`` (``tests/fuzzing.py``): files mutated deterministically
 by seed from small mpeg4/h264 clips, read in child processes under ``MALLOC_PERTURB_`` and
@@ -94,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--malloc-perturb", type=int, default=165)
     parser.add_argument("--valgrind", type=int, default=0, metavar="N",
                         help="also run the seed clips and the first N files under valgrind memcheck")
+    parser.add_argument("--seeds", nargs="+", default=None, metavar="VIDEO",
+                        help="mutate these videos instead of the built-in small clips (e.g. real clips; slower)")
     parser.add_argument("--dir", default=None, help="where to write the files (default: a temporary folder)")
     parser.add_argument("--output", default="benchmarks/results/fuzz.json")
     args = parser.parse_args(argv)
@@ -101,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info()
     with tempfile.TemporaryDirectory(prefix="fuzz_") as tmp:
         root = Path(args.dir or tmp)
-        files = make_corpus(root, args.files, seed=args.seed)
+        files = make_corpus(root, args.files, seed=args.seed, seeds=args.seeds)
         report = run_corpus(files, jobs=args.jobs, chunk=args.chunk, timeout=args.timeout,
                             env=child_env(args.malloc_perturb))
         print(report.summary(), flush=True)
@@ -110,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                    "jobs": args.jobs, **report.to_dict()}
         found = bool(report.findings)
         if args.valgrind:
-            seeds = sorted((root / "seeds").iterdir())
+            seeds = [Path(p) for p in args.seeds] if args.seeds else sorted((root / "seeds").iterdir())
             vg = run_valgrind([*seeds, *files[: args.valgrind]], timeout=max(600.0, 30.0 * (args.valgrind + 10)))
             print("valgrind:", {k: v for k, v in vg.items() if k != "examples"}, flush=True)
             payload["valgrind"] = vg

@@ -187,12 +187,13 @@ def mutate(data: bytes, other: bytes, rng: np.random.Generator) -> tuple[str, by
     return kind, bytes(b)
 
 
-def make_corpus(directory: str | os.PathLike, n: int, seed: int = 0) -> list[Path]:
-    """``n`` mutated files in ``directory`` (their seeds in ``directory/seeds``), the same for the same seed.
-
-    File names say what was done: ``00042_seed_h264_truncate.mp4``."""
+def make_corpus(directory: str | os.PathLike, n: int, seed: int = 0,
+                seeds: list[Path] | None = None) -> list[Path]:
+    """``n`` mutated files in ``directory``, the same for the same seed; mutated from ``seeds`` (default:
+    :func:`make_seeds`, written to ``directory/seeds``). File names say what was done:
+    ``00042_seed_h264_truncate.mp4``."""
     d = Path(directory)
-    seeds = make_seeds(d / "seeds")
+    seeds = [Path(p) for p in seeds] if seeds else make_seeds(d / "seeds")
     blobs = [p.read_bytes() for p in seeds]
     out = []
     for i in range(n):

@@ -50,6 +50,11 @@ def open_video(path: str | os.PathLike, *, export_mvs: bool = False, threads: in
         raise NoVideoStreamError(path, f"the file has no video stream (FFmpeg reads it as {name!r}, streams: {kinds})")
     stream = pick_video_stream(container.streams.video)
     ctx = stream.codec_context
+    if ctx is None:  # PyAV gives no codec context when FFmpeg has no decoder for the stream (found by fuzzing)
+        name = container.format.name
+        container.close()
+        raise CorruptVideoError(path, f"FFmpeg has no decoder for its video stream (unknown or missing codec in the "
+                                      f"{name!r} header)", "the file is damaged, or re-encode it with `gpudecode prepare`")
     opts = dict(options or {})
     if export_mvs:
         opts["flags2"] = "+export_mvs"

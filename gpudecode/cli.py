@@ -199,8 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import faulthandler
+
     from gpudecode.errors import GpudecodeError
 
+    if not faulthandler.is_enabled():  # a native crash (FFmpeg) at least prints the Python stack
+        faulthandler.enable()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

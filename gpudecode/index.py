@@ -13,7 +13,6 @@ import json
 import os
 import sqlite3
 import threading
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -32,6 +31,7 @@ from gpudecode.errors import (
     UnsupportedVideoError,
     PREPARE_REMEDY,
 )
+from gpudecode.workers import crash_if_testing
 
 #: Bumped whenever GopIndex's fields or their meaning change; older cache entries are ignored.
 INDEX_VERSION = 2
@@ -151,6 +151,7 @@ def _is_vfr(pts: np.ndarray) -> bool:
 
 def build_index(path: str | os.PathLike) -> GopIndex:
     """Decode ``path`` once (pixels discarded) and read its GOP table. Raises typed errors."""
+    crash_if_testing(path)  # test-only hook (GPUDECODE_TEST_CRASH_ON); a no-op otherwise
     path = Path(path)
     st = path.stat() if path.exists() else None
     # The loop filter does not change picture types; skipping it makes indexing ~13% cheaper.
@@ -308,13 +309,17 @@ def _index_worker(path: str) -> GopIndex | GpudecodeError:
 
 def index_videos(paths: Iterable[str | os.PathLike], *, workers: int | None = None,
                  cache: IndexCache | str | os.PathLike | bool | None = True,
-                 progress: bool = True) -> dict[str, GopIndex | GpudecodeError]:
-    """Index many videos in parallel (one process per core) with a progress bar.
+                 progress: bool = True, timeout: float | None = None) -> dict[str, GopIndex | GpudecodeError]:
+    """Index many videos in worker processes (one per core) with a progress bar.
 
     Returns, for every path as given, its GopIndex or the typed error that stopped it; nothing is
-    raised for a bad video, so a dataset can report them all at once.
+    raised for a bad video, so a dataset can report them all at once. A file that kills its worker
+    (a decoder crash: "crashed the decoder (SIGSEGV)") or keeps it busy past ``timeout`` seconds
+    costs that file only: it gets a :class:`CorruptVideoError`, cached like any other failure.
     """
     from tqdm.auto import tqdm
+
+    from gpudecode.workers import WorkerDied, run_isolated
 
     paths = [str(p) for p in paths]
     store = resolve_cache(cache)
@@ -326,24 +331,18 @@ def index_videos(paths: Iterable[str | os.PathLike], *, workers: int | None = No
             todo.append(p)
         else:
             results[p] = hit
+    todo = list(dict.fromkeys(todo))  # a path listed twice is indexed once
     workers = workers or os.cpu_count() or 1
-    bar = tqdm(total=len(todo), desc="indexing GOPs", unit="video", disable=not progress or not todo)
-    try:
-        if workers <= 1 or len(todo) <= 1:
-            for p in todo:
-                results[p] = _index_worker(p)
-                bar.update()
-        else:
-            with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
-                futures = {pool.submit(_index_worker, p): p for p in todo}
-                for fut in as_completed(futures):
-                    results[futures[fut]] = fut.result()
-                    bar.update()
-    finally:
-        bar.close()
-    if store is not None:
-        for p in todo:
-            store.put(p, results[p])
+    with tqdm(total=len(todo), desc="indexing GOPs", unit="video", disable=not progress or not todo) as bar:
+        for p, result, error in run_isolated(_index_worker, todo, workers=workers, timeout=timeout):
+            if isinstance(error, WorkerDied):
+                result = CorruptVideoError(p, error.reason, "the file is damaged or hostile; re-download it or drop it")
+            elif error is not None:  # _index_worker returns every error; this is a bug, not a bad file
+                raise error
+            results[p] = result
+            if store is not None:
+                store.put(p, result)  # as each finishes: an interrupted run keeps what it did
+            bar.update()
     return {p: results[p] for p in paths}
 
 

@@ -18,10 +18,8 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from fractions import Fraction
-from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,6 +34,7 @@ from .errors import (
     GpudecodeError,
     VideoNotFoundError,
 )
+from .workers import WorkerDied, crash_if_testing, run_isolated
 
 PathLike = str | os.PathLike
 
@@ -254,6 +253,7 @@ def _collect(
 def _prepare_job(job: tuple[str, str, dict[str, Any]]) -> str | None:
     """Worker: run :func:`prepare_one`, turn any error into a message so one file never stops a run."""
     src, out, options = job
+    crash_if_testing(src)  # test-only hook (GPUDECODE_TEST_CRASH_ON); a no-op otherwise
     try:
         prepare_one(src, out, **options)
     except GpudecodeError as e:
@@ -266,17 +266,17 @@ def _prepare_job(job: tuple[str, str, dict[str, Any]]) -> str | None:
 def run_parallel(
     fn: Callable[[Any], Any], jobs: Sequence[Any], *, workers: int, progress: bool, desc: str
 ) -> Iterator[tuple[Any, Any, BaseException | None]]:
-    """Run ``fn`` over ``jobs`` in a process pool with a tqdm bar; yield ``(job, result, error)``.
+    """Run ``fn`` over ``jobs`` in worker processes with a tqdm bar; yield ``(job, result, error)``.
 
-    Results come in completion order. ``workers <= 1`` runs in this process (no pickling, easy to
-    debug). Workers are forked where the platform allows: spawn would re-import the caller's
-    ``__main__`` and fail in any script without an ``if __name__ == "__main__"`` guard, and the
-    workers only use NumPy and PyAV. All workers start before tqdm starts its monitor thread.
+    Results come in completion order. A worker that dies (a decoder crash) costs only the job it
+    held: its error is :class:`~gpudecode.workers.WorkerDied` and the others go on (see
+    :func:`~gpudecode.workers.run_isolated`). ``workers=0`` runs in this process (easy to debug, but
+    a crash there ends the run).
     """
     from tqdm import tqdm
 
-    if workers <= 1 or len(jobs) <= 1:
-        with tqdm(total=len(jobs), disable=not progress, unit="video", desc=desc) as bar:
+    with tqdm(total=len(jobs), disable=not progress, unit="video", desc=desc) as bar:
+        if workers < 1:
             for job in jobs:
                 try:
                     result, error = fn(job), None
@@ -284,23 +284,10 @@ def run_parallel(
                     result, error = None, e
                 bar.update()
                 yield job, result, error
-        return
-    context = get_context("fork") if "fork" in get_all_start_methods() else None
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context)
-    try:
-        futures = {pool.submit(fn, job): job for job in jobs}
-        with tqdm(total=len(jobs), disable=not progress, unit="video", desc=desc) as bar:
-            for future in as_completed(futures):
-                try:
-                    result, error = future.result(), None
-                except Exception as e:  # BrokenProcessPool when a worker dies (e.g. out of memory)
-                    result, error = None, e
-                bar.update()
-                yield futures[future], result, error
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)  # Ctrl-C: do not finish the whole queue first
-        raise
-    pool.shutdown()
+            return
+        for job, result, error in run_isolated(fn, jobs, workers=workers):
+            bar.update()
+            yield job, result, error
 
 
 def prepare_videos(
@@ -358,7 +345,9 @@ def prepare_videos(
     for (src, out, _), message, error in run_parallel(
         _prepare_job, jobs, workers=workers, progress=progress, desc="prepare"
     ):
-        if error is not None:
+        if isinstance(error, WorkerDied):
+            message = str(CorruptVideoError(src, error.reason, "the file is damaged or hostile; re-download it or drop it"))
+        elif error is not None:
             message = f"{src}: worker failed: {type(error).__name__}: {error}"
         if message is None:
             report.done.append(Path(out))

@@ -23,13 +23,16 @@ the antialiasing filter).
 
 from __future__ import annotations
 
+import copy
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Iterator, Literal, Sequence
 
 import numpy as np
 import torch
 
+from gpudecode.workers import crash_if_testing
 from teamnet.augment import CROP_SCALES, CropWindow, draw_window, reference_transform
 from teamnet.datasets import ClipDataset, VideoList
 
@@ -38,6 +41,8 @@ _CHANNELS = {"iframe": 3, "mv": 2, "residual": 3}
 _DTYPES = {"iframe": np.uint8, "mv": np.int16, "residual": np.int16}
 #: Bytes of a bad video's error message carried through the pipeline.
 ERROR_BYTES = 320
+# What DALI's parallel external_source and torch's DataLoader raise when one of their workers dies.
+_WORKER_DIED = ("Worker data receiving interrupted", "DataLoader worker")
 _PLACEHOLDER = 16  # side of the blank frames that stand in for a bad video
 
 
@@ -144,6 +149,8 @@ class ClipSource:
         self.first_epoch = first_epoch
         self.start_step = start_step
         self._orders: dict[int, np.ndarray] = {}
+        #: video index -> message, for videos that killed a loader worker (read as bad from then on)
+        self.crashed: dict[int, str] = {}
         self._owner = os.getpid()
         self._checked = self._owner
 
@@ -163,6 +170,9 @@ class ClipSource:
         if index < 0:
             return self._placeholder(-1, 0, "")
         label = self.dataset.videos.labels[index]
+        if index in self.crashed:
+            return self._placeholder(index, label, self.crashed[index])
+        crash_if_testing(self.dataset.videos.paths[index])  # test-only hook (GPUDECODE_TEST_CRASH_ON)
         rng = np.random.default_rng([self.plan.seed, epoch, index]) if mode == "train" else None
         sample, error = self.dataset.get(index, rng=rng)
         if sample is None:
@@ -171,6 +181,24 @@ class ClipSource:
         h, w = next(iter(arrays.values())).shape[1:3]
         window = draw_window(mode, h, w, rng, scales=self.scales, flip=self.flip)
         return ClipItem(arrays, window, label, index, True)
+
+    def _probe(self, job: tuple[int, int]) -> bool:
+        return self.item(*job).valid
+
+    def find_crashes(self, epoch: int, positions: Sequence[int], workers: int) -> dict:
+        """Read ``positions`` of ``epoch`` again, in worker processes that may die; return the videos
+        that kill their worker, as ``{video index: CorruptVideoError}``."""
+        from gpudecode.errors import CorruptVideoError
+        from gpudecode.workers import WorkerDied, run_isolated
+
+        order = self.epoch_order(epoch)
+        out = {}
+        for (_, position), _, error in run_isolated(self._probe, [(epoch, p) for p in positions], workers=workers):
+            if isinstance(error, WorkerDied):
+                index = int(order[position])
+                path = self.dataset.videos.paths[index]
+                out[index] = CorruptVideoError(path, error.reason, "the file is damaged or hostile; drop it")
+        return out
 
     def _placeholder(self, index: int, label: int, error: str) -> ClipItem:
         t = self.dataset.num_segments
@@ -337,6 +365,7 @@ class ClipLoader:
         self._next_epoch = first_epoch
         self._start_step = start_step
         self._iterator = None
+        self._pipe_source = self.source  # what the DALI pipeline reads: a restarted copy after a worker died
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -354,7 +383,7 @@ class ClipLoader:
         if self._iterator is None:
             from nvidia.dali.plugin.pytorch import DALIGenericIterator
 
-            pipe = build_pipeline(self.source, batch_size=self.plan.local_batch, size=self.size,
+            pipe = build_pipeline(self._pipe_source, batch_size=self.plan.local_batch, size=self.size,
                                   antialias=self.antialias, device_id=self.device_id, workers=self.workers,
                                   threads=self.threads, gpu_engine=self.engine == "gpu")
             names = [*self.modalities, "label", "index", "valid", "error"]
@@ -368,10 +397,46 @@ class ClipLoader:
         self._next_epoch += 1
         if self.steps(epoch) <= 0:
             return
+        step = self._start_step if epoch == self.source.first_epoch else 0
+        while True:
+            try:
+                for batch in self._dali_epoch() if self.kind == "dali" else self._torch_epoch(epoch, step):
+                    yield batch
+                    step += 1
+                return
+            except RuntimeError as e:
+                if not any(s in str(e) for s in _WORKER_DIED):
+                    raise
+                self._recover(epoch, step, e)
+
+    def _recover(self, epoch: int, step: int, error: BaseException) -> None:
+        """A worker died (a decoder crash): find the video that kills it, mark it bad (here and in the
+        index cache) and restart the epoch's remaining steps without it; or, when no video crashes when
+        read again, end the run with a message that names the videos it was reading."""
+        lb = self.plan.local_batch
+        in_flight = 2 * max(1, self.workers) + 4  # batches that may have been in flight (prefetch, workers)
+        positions = range(step * lb, min(self.plan.steps, step + in_flight) * lb)
+        crashes = self.source.find_crashes(epoch, positions, workers=self.workers)
+        if not crashes:
+            order = self.source.epoch_order(epoch)
+            names = [self.videos.paths[int(order[p])] for p in positions[:lb] if order[p] >= 0]
+            raise RuntimeError(f"a loader worker died in epoch {epoch} at step {step}, reading one of {names} "
+                               f"(or a later batch); none of the {len(positions)} videos read from there crashes when "
+                               "read again. Restart to resume from the last checkpoint") from error
+        store = None
+        if self.source.dataset.cache:  # remembered like an indexing failure while the file is unchanged
+            from gpudecode.index import resolve_cache
+
+            store = resolve_cache(self.source.dataset.cache)
+        for index, crash in crashes.items():
+            print(f"loader: a worker died reading {crash}; marked bad, the epoch goes on", file=sys.stderr, flush=True)
+            self.source.crashed[index] = str(crash)
+            if store is not None:
+                store.put(crash.path, crash)
         if self.kind == "dali":
-            yield from self._dali_epoch()
-        else:
-            yield from self._torch_epoch(epoch)
+            self._pipe_source = copy.copy(self.source)  # shares `crashed`
+            self._pipe_source.first_epoch, self._pipe_source.start_step, self._pipe_source._orders = epoch, step, {}
+            self._iterator = None
 
     def _dali_epoch(self) -> Iterator[Batch]:
         for out in self._dali_iterator():
@@ -379,9 +444,8 @@ class ClipLoader:
             yield _batch_from({m: d[m] for m in self.modalities}, d["label"], d["index"], d["valid"], d["error"],
                               self.videos)
 
-    def _torch_epoch(self, epoch: int) -> Iterator[Batch]:
-        skip = self._start_step if epoch == self.source.first_epoch else 0
-        dataset = _FallbackDataset(self.source, epoch, skip * self.plan.local_batch, self.antialias)
+    def _torch_epoch(self, epoch: int, step: int) -> Iterator[Batch]:
+        dataset = _FallbackDataset(self.source, epoch, step * self.plan.local_batch, self.antialias)
         workers = 0 if self.workers <= 1 else self.workers
         loader = torch.utils.data.DataLoader(dataset, batch_size=self.plan.local_batch, shuffle=False,
                                              num_workers=workers, collate_fn=_collate)

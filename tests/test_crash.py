@@ -1,0 +1,144 @@
+"""A decoder crash costs one file, never the run (issue 8 §3).
+
+A real FFmpeg crash cannot be produced on demand, so these tests use the test-only hook
+``GPUDECODE_TEST_CRASH_ON=<substring>``: a process about to read a matching path kills itself with
+SIGSEGV, exactly as a native crash would end it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from gpudecode import CorruptVideoError, GopIndex, IndexCache, index_videos
+from gpudecode.cli import main as cli_main
+from gpudecode.workers import TEST_CRASH_ENV, WorkerDied, crash_if_testing, run_isolated
+from tests.media import synthetic_video
+
+CRASH = "crashme"
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    d = tmp_path_factory.mktemp("crash_clips")
+    return [synthetic_video(d / name, "mpeg4", num_frames=13) for name in ("a.mp4", f"{CRASH}.mp4", "b.mp4", "c.mp4")]
+
+
+def _job(x):
+    if x == "segv":
+        crash_if_testing("segv")
+    if x == "exit":
+        os._exit(3)
+    if x == "hang":
+        time.sleep(60)
+    if x == "raise":
+        raise ValueError("bad job")
+    return x * 2
+
+
+def test_run_isolated_attributes_each_death_to_its_job(monkeypatch):
+    monkeypatch.setenv(TEST_CRASH_ENV, "segv")
+    jobs = ["a", "segv", "b", "exit", "hang", "raise", "c", "d"]
+    out = {job: (result, error) for job, result, error in run_isolated(_job, jobs, workers=2, timeout=3)}
+    assert set(out) == set(jobs)
+    assert [out[j][0] for j in "abcd"] == ["aa", "bb", "cc", "dd"]
+    assert isinstance(out["segv"][1], WorkerDied) and out["segv"][1].reason == "crashed the decoder (SIGSEGV)"
+    assert isinstance(out["exit"][1], WorkerDied) and "code 3" in out["exit"][1].reason
+    assert isinstance(out["hang"][1], WorkerDied) and out["hang"][1].reason.startswith("hung")
+    assert isinstance(out["raise"][1], ValueError)
+
+
+def test_index_videos_survives_a_crashing_file_and_caches_it(clips, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(TEST_CRASH_ENV, CRASH)
+    cache = IndexCache(tmp_path / "c.sqlite")
+    results = index_videos(clips, workers=2, cache=cache, progress=False)
+    bad = results[str(clips[1])]
+    assert isinstance(bad, CorruptVideoError) and bad.path == str(clips[1])
+    assert bad.reason == "crashed the decoder (SIGSEGV)"
+    assert all(isinstance(results[str(c)], GopIndex) for c in clips if c != clips[1])
+    cached = cache.get(clips[1])  # cached like any other indexing failure: not retried every epoch
+    assert isinstance(cached, CorruptVideoError) and cached.reason == bad.reason
+
+    # the CLI lists it in the summary and goes on with the rest
+    monkeypatch.setenv("GPUDECODE_CACHE_DIR", str(tmp_path / "cli_cache"))
+    assert cli_main(["index", "--workers", "1", *map(str, clips)]) == 1
+    out = capsys.readouterr().out
+    assert "indexed 3 of 4 videos" in out and f"{clips[1]}: crashed the decoder (SIGSEGV)" in out
+
+
+def test_prepare_survives_a_crashing_file(clips, tmp_path, monkeypatch):
+    from gpudecode.prepare import prepare_videos
+
+    monkeypatch.setenv(TEST_CRASH_ENV, CRASH)
+    report = prepare_videos(clips, tmp_path / "out", workers=2, progress=False)
+    assert sorted(p.name for p in report.done) == ["a.mp4", "b.mp4", "c.mp4"]
+    assert len(report.failed) == 1
+    src, message = report.failed[0]
+    assert src == clips[1] and message.startswith(f"{clips[1]}: crashed the decoder (SIGSEGV)")
+    assert "crashed the decoder (SIGSEGV)" in report.summary()
+
+
+# -- training: a loader worker that dies --------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from teamnet.config import DataConfig
+    from teamnet.datasets import ensure_synthetic
+
+    data = DataConfig(dataset="synthetic", root=str(tmp_path_factory.getbasetemp() / "crash_synth"),
+                      train_list="train.txt", test_list="test.txt", class_index="classInd.txt",
+                      synth_videos_per_class=3, synth_size=(32, 32), synth_frames=24)
+    ensure_synthetic(data, progress=False)
+    return data
+
+
+@pytest.mark.parametrize("kind", ["torch", "dali"])
+def test_loader_marks_the_crashing_video_bad_and_the_epoch_goes_on(tiny, kind, tmp_path, monkeypatch, capsys):
+    if kind == "dali":
+        pytest.importorskip("nvidia.dali")
+    from teamnet.dali_loader import ClipLoader
+    from teamnet.datasets import load_split
+
+    videos = load_split(tiny, "train")
+    victim = videos.paths[5]
+    monkeypatch.setenv(TEST_CRASH_ENV, os.path.basename(victim))
+    cache = IndexCache(tmp_path / "c.sqlite")
+    loader = ClipLoader(videos, mode="train", modalities=("iframe", "mv"), num_segments=2, batch_size=4, size=24,
+                        workers=2, kind=kind, seed=1, cache=str(cache.path))
+    for epoch in range(2):
+        batches = list(loader.epoch(epoch))
+        assert len(batches) == loader.plan.steps  # every step, none lost to the restart
+        seen = torch_cat([b.indices for b in batches])
+        assert seen == loader.plan.order(epoch).tolist()
+        valid = dict(zip(seen, torch_cat([b.valid for b in batches])))
+        errors = {k: v for b in batches for k, v in b.errors.items()}
+        if 5 in valid:  # the victim was drawn in this epoch: bad, with the reason; everything else read
+            assert not valid.pop(5)
+            assert errors == {victim: f"{victim}: crashed the decoder (SIGSEGV) (the file is damaged or hostile; drop it)"}
+        assert all(valid.values()) and len(valid) >= len(seen) - 1
+    assert "marked bad, the epoch goes on" in capsys.readouterr().err
+    cached = cache.get(victim)  # remembered for the next run, like an indexing failure
+    assert isinstance(cached, CorruptVideoError) and cached.reason == "crashed the decoder (SIGSEGV)"
+
+
+def test_loader_ends_the_run_naming_the_videos_when_the_crash_does_not_recur(tiny, monkeypatch):
+    # a worker died but no video kills a worker when read again (a one-off): no hang, no silent
+    # retry loop, an error that names what the worker was reading
+    from teamnet.dali_loader import ClipLoader, ClipSource
+    from teamnet.datasets import load_split
+
+    videos = load_split(tiny, "train")
+    loader = ClipLoader(videos, mode="train", modalities=("mv",), num_segments=2, batch_size=4, size=24,
+                        workers=2, kind="torch", seed=1, cache=False)
+    first = loader.plan.order(0)[0]
+    monkeypatch.setenv(TEST_CRASH_ENV, os.path.basename(videos.paths[first]))
+    monkeypatch.setattr(ClipSource, "find_crashes", lambda self, *a, **k: {})
+    with pytest.raises(RuntimeError, match="a loader worker died in epoch 0 at step 0") as info:
+        list(loader.epoch(0))
+    assert videos.paths[first] in str(info.value) and "resume from the last checkpoint" in str(info.value)
+
+
+def torch_cat(tensors):
+    return [v for t in tensors for v in t.tolist()]

@@ -61,7 +61,10 @@ class HostExecutor:
         return np.empty(nbytes, np.uint8)
 
     def empty(self, shape: Sequence[int], dtype) -> np.ndarray:
-        return np.empty(shape, dtype)
+        # Poisoned, unlike fresh pages from the OS (zero): an element a kernel forgets to write shows.
+        out = np.empty(shape, dtype)
+        out.view(np.uint8).reshape(-1)[:] = 0xA5
+        return out
 
     def pointer(self, array: np.ndarray) -> int:
         return array.ctypes.data

@@ -193,7 +193,7 @@ class CpuStage:
                     t0 = clock()
                     if pos > 0:
                         mvs = motion_vectors(frame)
-                        records.append(mvs.view(np.uint8).reshape(-1))
+                        records.append(mvs.view(np.uint8).reshape(-1).copy())  # a copy: the frame is released now
                         counts.append(len(mvs))
                     t1 = clock()
                     t_mv += t1 - t0

@@ -101,6 +101,7 @@ class GpuBackend:
 
             executor = CupyExecutor(device)
         self.executor = executor
+        self.cp = getattr(executor, "cp", None)  # CuPy, on a device (callers synchronise through it)
         self.device_name = getattr(executor, "device_name", f"{executor.name} executor")
         nvdec = None
         if pixels == "nvdec":
@@ -124,7 +125,7 @@ class GpuBackend:
         packet = self.cpu_stage(index, picks, modalities=modalities)
         batch = self.gpu_stage([packet])
         if batch.ready is not None:  # the caller's stream waits for the kernels on the device
-            self.executor.cp.cuda.get_current_stream().wait_event(batch.ready)
+            self.cp.cuda.get_current_stream().wait_event(batch.ready)
         sample = batch.sample(0)
         sample._batch = batch  # keeps NVDEC frames alive as long as the views  # type: ignore[attr-defined]
         return sample

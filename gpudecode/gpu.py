@@ -73,7 +73,7 @@ class NvdecFrames:
             frame = decoded[i]
             # (H * 3/2, pitch) uint8: Y rows, then interleaved UV rows. Copied (on the decoder's stream,
             # so ordered after the decode) because the decoder may reuse its buffers for the next clip.
-            with cp.cuda.ExternalStream(self.stream.ptr) if self.stream is not None else cp.cuda.Stream.null:
+            with self.stream if self.stream is not None else cp.cuda.Stream.null:
                 nv12 = cp.from_dlpack(frame).copy()
             height = nv12.shape[0] * 2 // 3
             pitch = int(nv12.strides[0])

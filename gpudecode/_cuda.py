@@ -18,6 +18,13 @@ from gpudecode.kernels import CUDA_SOURCES, KERNEL_DIR, KERNEL_NAMES
 _REMEDY = ("install the CUDA extra that matches the driver: `pip install gpudecode[cuda13]` "
            "(Turing and newer) or `gpudecode[cuda12]` (V100 and newer), on a machine with an NVIDIA GPU")
 _BLOCK_2D = (32, 8, 1)
+#: NVRTC options for the kernels' module (tests compile the same string with cuda.bindings.nvrtc).
+NVRTC_OPTIONS = ("--std=c++14", f"-I{KERNEL_DIR}")
+
+
+def module_source() -> str:
+    """The one translation unit NVRTC compiles: every kernels/*.cu, included in CUDA_SOURCES order."""
+    return "\n".join(f'#include "{name}"' for name in CUDA_SOURCES)
 
 
 def import_cupy():
@@ -55,10 +62,9 @@ class CudaKernels:
         cp = import_cupy()
         self.cp = cp
         self.device = device
-        code = "\n".join(f'#include "{name}"' for name in CUDA_SOURCES)
         try:
             with cp.cuda.Device(device):
-                self.module = cp.RawModule(code=code, options=("--std=c++14", f"-I{KERNEL_DIR}"))
+                self.module = cp.RawModule(code=module_source(), options=NVRTC_OPTIONS)
                 self._fn = {name: self.module.get_function(name) for name in KERNEL_NAMES}
         except Exception as e:
             raise BackendUnavailableError(None, f"compiling the CUDA kernels failed ({type(e).__name__}: {e})",
@@ -93,6 +99,78 @@ class CudaKernels:
                                         _as_ptr(u_ptr), _as_ptr(v_ptr), np.int32(uv_stride), np.int32(uv_step),
                                         np.int32(width), np.int32(height), np.int32(matrix), _as_ptr(mv_out),
                                         _as_ptr(residual_out)))
+
+
+class CupyExecutor:
+    """The executor interface (gpudecode.executor) on a CUDA device, through CuPy.
+
+    Two non-blocking streams: copies on ``copy_stream``, kernels on ``compute_stream``, ordered by
+    events, so a batch's host-to-device copy overlaps the previous batch's kernels. Host staging
+    buffers are pinned (page-locked), which is what makes ``memcpyAsync`` asynchronous.
+    """
+
+    name = "cupy"
+
+    def __init__(self, device: int = 0):
+        cp = import_cupy()
+        self.cp = cp
+        self.device = device
+        self.kernels = cuda_kernels(device)
+        with cp.cuda.Device(device):
+            self.copy_stream = cp.cuda.Stream(non_blocking=True)
+            self.compute_stream = cp.cuda.Stream(non_blocking=True)
+        self.device_name = cp.cuda.runtime.getDeviceProperties(device)["name"].decode()
+        self.launches: list[str] = []
+        #: benchmarks set this: events then carry timing, and the last copy's start and end are kept
+        self.timed = False
+        self.last_copy: tuple = (None, None)
+
+    def host_buffer(self, nbytes: int) -> np.ndarray:
+        mem = self.cp.cuda.alloc_pinned_memory(nbytes)
+        return np.frombuffer(mem, np.uint8, nbytes)  # the array keeps the pinned block alive
+
+    def empty(self, shape, dtype):
+        with self.cp.cuda.Device(self.device), self.compute_stream:  # pool memory ordered on the compute stream
+            return self.cp.empty(shape, dtype)
+
+    def pointer(self, array) -> int:
+        return int(array.data.ptr)
+
+    def _event(self, stream):
+        event = self.cp.cuda.Event(disable_timing=not self.timed)
+        event.record(stream)
+        return event
+
+    def copy_in(self, dst_ptr: int, src: np.ndarray, nbytes: int, *, after=None):
+        rt = self.cp.cuda.runtime
+        with self.cp.cuda.Device(self.device):
+            if after is not None:
+                self.copy_stream.wait_event(after)
+            started = self._event(self.copy_stream) if self.timed else None
+            rt.memcpyAsync(int(dst_ptr), src.ctypes.data, int(nbytes), rt.memcpyHostToDevice, self.copy_stream.ptr)
+            done = self._event(self.copy_stream)
+            self.last_copy = (started, done)
+            return done
+
+    def launch(self, name: str, grid: tuple, block: tuple, args: tuple) -> None:
+        self.launches.append(name)
+        with self.cp.cuda.Device(self.device), self.compute_stream:
+            self.kernels._fn[name](grid, block, args)
+
+    def mark(self):
+        return self._event(self.compute_stream)
+
+    def wait(self, event) -> None:
+        if event is not None:
+            self.compute_stream.wait_event(event)
+
+    def host_wait(self, event) -> None:
+        if event is not None:
+            event.synchronize()
+
+    def to_host(self, array) -> np.ndarray:
+        self.compute_stream.synchronize()
+        return self.cp.asnumpy(array)
 
 
 _lock = threading.Lock()

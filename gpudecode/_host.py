@@ -29,6 +29,11 @@ _SIGNATURES = {
     "accumulate_step": [_P, _P, _P, _I, _I, _I, _I],
     "yuv420_to_rgb": [_P, _I, _P, _P, _I, _I, _I, _I, _I, _P],
     "gather_mv_residual": [_P, _P, _P, _I, _P, _P, _I, _I, _I, _I, _I, _P, _P],
+    # the batched engine (kernels/batch.cu), launched by name through gpudecode.executor
+    "batch_zero": [_P, _I],
+    "batch_rasterize_mv": [_P, _I, _P, _I],
+    "batch_trace_gather": [_P, _I, _P, _I, _I, _P, _P],
+    "batch_iframe_rgb": [_P, _I, _I, _I, _P],
 }
 _SOURCE_FILES = ("common.cuh", *CUDA_SOURCES, "host/shim.h", "host/hostkernels.cpp")
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 KERNEL_DIR = Path(__file__).resolve().parent
 #: The CUDA sources, in the order the host build includes them.
-CUDA_SOURCES = ("mv.cu", "accumulate.cu", "gather.cu")
+CUDA_SOURCES = ("mv.cu", "accumulate.cu", "gather.cu", "batch.cu")
 #: Kernels exported by the sources (``extern "C" __global__``).
-KERNEL_NAMES = ("rasterize_mv", "accumulate_step", "yuv420_to_rgb", "gather_mv_residual")
+KERNEL_NAMES = ("rasterize_mv", "accumulate_step", "yuv420_to_rgb", "gather_mv_residual",
+                "batch_zero", "batch_rasterize_mv", "batch_trace_gather", "batch_iframe_rgb")
 #: Side of a cell of the MV grid for the first rasterisation attempt (2**CELL_SHIFT pixels; blocks off that grid fall back to 1-pixel cells).
 CELL_SHIFT = 3
 

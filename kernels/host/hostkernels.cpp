@@ -5,6 +5,7 @@
 #include "../mv.cu"
 #include "../accumulate.cu"
 #include "../gather.cu"
+#include "../batch.cu"
 
 // Which sources this library was built from (see gpudecode/_host.py): a library built from older
 // sources is never called with newer signatures.

@@ -1,0 +1,233 @@
+"""The CPU stage of the batched GPU engine and its output, the clip packet.
+
+The CPU stage runs where the CPU backend runs (a loader worker per core): it opens the clip once,
+decodes exactly the frames the picks need with MV export, and ships what only the CPU can produce:
+FFmpeg's raw 40-byte MV records of every needed P-frame and, for ``pixels="upload"``, the YUV planes
+of the frames whose pixels the sample uses (for ``pixels="nvdec"``, their frame numbers: NVDEC
+decodes them again on the GPU, so this pass skips the loop filter). Nothing per pixel is computed
+here; the planes are only copied out of the decoder's buffers into the packet.
+
+A packet is a handful of flat NumPy arrays and scalars, so it pickles (or moves through shared
+memory) cheaply, and its size varies with the clip. The GPU stage (``gpudecode.stage``) turns a
+batch of packets into a batch of samples.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Iterable, Literal, Sequence
+
+import numpy as np
+
+from gpudecode._av import yuv420_planes
+from gpudecode.cpu import motion_vectors
+from gpudecode.gopreader import GopReader
+from gpudecode.index import GopIndex
+from gpudecode.kernels import CELL_SHIFT
+from gpudecode.sample import MODALITIES, check_modalities
+from gpudecode.sampling import group_picks
+
+Pixels = Literal["upload", "nvdec"]
+
+#: Bytes of one FFmpeg AVMotionVector record as PyAV exports it (kernels/common.cuh).
+MV_RECORD_BYTES = 40
+
+
+def grid_cell_shifts(records: np.ndarray, offsets: np.ndarray, cell_shift: int = CELL_SHIFT) -> np.ndarray:
+    """Per P-frame: ``cell_shift`` if every past-referencing block sits on its grid, else 0 (1-pixel cells).
+
+    ``records`` are raw 40-byte AVMotionVector records (uint8) and ``offsets`` the (F + 1,) record range
+    of each frame. The CPU backend finds this out by rasterising and retrying; the batched engine
+    decides it here so that the GPU stage never reads a result back to the host in the middle of a
+    batch. The grid is the same either way. One vectorised pass over all the clip's records (a
+    per-frame pass costs ~40 us a frame in NumPy call overhead).
+    """
+    n = len(offsets) - 1
+    raw = records.reshape(-1, MV_RECORD_BYTES)
+    if len(raw) == 0:
+        return np.full(n, cell_shift, np.int32)
+    i16 = raw.view("<i2")  # fields at even offsets: dst_x at byte 10, dst_y at 12
+    w, h = raw[:, 4].astype(np.int32), raw[:, 5].astype(np.int32)
+    x0, y0 = i16[:, 5] - (w >> 1), i16[:, 6] - (h >> 1)
+    bad = (((x0 | y0 | w | h) & ((1 << cell_shift) - 1)) != 0) & (raw[:, 3] >= 128)  # source < 0: top byte's sign
+    bad_before = np.concatenate([[0], np.cumsum(bad, dtype=np.int64)])
+    return np.where(bad_before[offsets[1:]] > bad_before[offsets[:-1]], 0, cell_shift).astype(np.int32)
+
+
+def cell_shift_for(mvs: np.ndarray, cell_shift: int = CELL_SHIFT) -> int:
+    """:func:`grid_cell_shifts` of one frame's records (a structured array as ``motion_vectors`` returns it)."""
+    return int(grid_cell_shifts(mvs.view(np.uint8).reshape(-1), np.array([0, len(mvs)]), cell_shift)[0])
+
+
+def i420_layout(width: int, height: int) -> tuple[int, int, int]:
+    """(Y bytes, bytes of U and of V, chroma row length) of a tightly packed 4:2:0 frame."""
+    cw, ch = (width + 1) // 2, (height + 1) // 2
+    return width * height, cw * ch, cw
+
+
+@dataclass
+class ClipPacket:
+    """What the CPU stage hands the GPU stage for one clip (T segments).
+
+    - ``gops``, ``positions``: (T,) the picks; ``chain_len``: (T,) P-frames to trace back through
+      (the position, or 0 when neither MV nor residual is wanted);
+    - ``mv_records``: (R * 40,) uint8, the MV records of the clip's P-frames in decode order, and
+      ``mv_offsets``: (F + 1,) the record range of each; ``cell_shifts``: (F,) the grid cell shift of
+      each; ``chain_first``: (T,) the P-frame row of position 1 of the segment's GOP;
+    - ``frame_keys``: (K, 2) the (gop, pos) of the frames whose pixels are needed; ``iframe_slot`` and
+      ``frame_slot``: (T,) the rows of the segment's I-frame and sampled frame (-1: not needed);
+    - ``yuv``: (K * frame_bytes,) uint8 tightly packed I420 planes (``pixels="upload"``, else empty);
+      ``frame_indices``: (K,) the frames' numbers in the stream (what NVDEC is asked for).
+    """
+
+    path: str
+    width: int
+    height: int
+    colour_matrix: int
+    modalities: tuple[str, ...]
+    pixels: str
+    gops: np.ndarray
+    positions: np.ndarray
+    chain_len: np.ndarray
+    mv_records: np.ndarray
+    mv_offsets: np.ndarray
+    cell_shifts: np.ndarray
+    chain_first: np.ndarray
+    frame_keys: np.ndarray
+    iframe_slot: np.ndarray
+    frame_slot: np.ndarray
+    yuv: np.ndarray
+    frame_indices: np.ndarray
+    #: the CPU stage's seconds for this clip (demux, decode, mv_parse, copy, total)
+    stats: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        t, f, k = len(self.gops), len(self.cell_shifts), len(self.frame_keys)
+        for name, n in (("positions", t), ("chain_len", t), ("chain_first", t), ("iframe_slot", t), ("frame_slot", t),
+                        ("mv_offsets", f + 1), ("frame_indices", k)):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"{self.path}: packet field {name} has {len(getattr(self, name))} rows, expected {n}")
+        if len(self.mv_records) != MV_RECORD_BYTES * int(self.mv_offsets[-1]):
+            raise ValueError(f"{self.path}: packet holds {len(self.mv_records)} bytes of MV records, expected "
+                             f"{MV_RECORD_BYTES} x {int(self.mv_offsets[-1])}")
+        if self.pixels == "upload" and len(self.yuv) != k * self.frame_bytes:
+            raise ValueError(f"{self.path}: packet holds {len(self.yuv)} bytes of YUV planes, expected {k} x {self.frame_bytes}")
+
+    @property
+    def num_segments(self) -> int:
+        return len(self.gops)
+
+    @property
+    def frame_bytes(self) -> int:
+        y, uv, _ = i420_layout(self.width, self.height)
+        return y + 2 * uv
+
+    @property
+    def nbytes(self) -> int:
+        """What the GPU stage copies to the device for this clip (MV records and planes)."""
+        return int(self.mv_records.nbytes + self.yuv.nbytes)
+
+    def planes(self, slot: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(Y, U, V) 2-D views of the packed frame ``slot`` (``pixels="upload"``)."""
+        y_bytes, uv_bytes, cw = i420_layout(self.width, self.height)
+        base = slot * self.frame_bytes
+        buf = self.yuv
+        return (buf[base:base + y_bytes].reshape(self.height, self.width),
+                buf[base + y_bytes:base + y_bytes + uv_bytes].reshape(-1, cw),
+                buf[base + y_bytes + uv_bytes:base + y_bytes + 2 * uv_bytes].reshape(-1, cw))
+
+    def records(self, frame: int) -> np.ndarray:
+        """The raw records (uint8, 40 per MV) of P-frame row ``frame``."""
+        a, b = int(self.mv_offsets[frame]), int(self.mv_offsets[frame + 1])
+        return self.mv_records[MV_RECORD_BYTES * a:MV_RECORD_BYTES * b]
+
+
+class CpuStage:
+    """Decode-only half of the batched engine: ``stage(index, picks) -> ClipPacket``.
+
+    One per loader worker (it keeps per-stage timings in ``stats``); ``pixels`` must match the GPU
+    stage the packets are meant for.
+    """
+
+    def __init__(self, *, pixels: Pixels = "upload", threads: int = 1):
+        if pixels not in ("upload", "nvdec"):
+            raise ValueError(f"pixels must be 'upload' or 'nvdec', got {pixels!r}")
+        self.pixels = pixels
+        self.threads = threads
+        #: cumulative seconds per stage and clips done
+        self.stats: dict[str, float] = defaultdict(float)
+
+    def __call__(self, index: GopIndex, picks: Sequence[tuple[int, int]], *,
+                 modalities: Iterable[str] = MODALITIES) -> ClipPacket:
+        mods = check_modalities(modalities)
+        index.check_readable()
+        want_i, want_mv, want_res = (m in mods for m in MODALITIES)
+        chain = want_mv or want_res
+        by_gop = group_picks(picks, index.gop_lengths, path=index.path, chain=chain)
+        h, w = index.height, index.width
+        upload = self.pixels == "upload"
+
+        # Which frames' pixels the sample reads: every sampled GOP's I-frame (for the I-frame, and as
+        # the residual's reference), and each sampled P-frame when the residual is wanted.
+        keys: list[tuple[int, int]] = []
+        for gop, at in by_gop.items():
+            if want_i or want_res:
+                keys.append((gop, 0))
+            if want_res:
+                keys.extend((gop, pos) for pos in sorted(at) if pos > 0)
+        slot_of = {key: i for i, key in enumerate(keys)}
+        y_bytes, uv_bytes, cw = i420_layout(w, h)
+        frame_bytes = y_bytes + 2 * uv_bytes
+        yuv = np.empty(len(keys) * frame_bytes if upload else 0, np.uint8)
+
+        records, counts, first_of_gop = [], [0], {}
+        clock = time.perf_counter
+        t_start = clock()
+        t_mv = t_copy = 0.0
+        with GopReader(index, export_mvs=chain, threads=self.threads, fast=not upload) as reader:
+            for gop, at in by_gop.items():
+                first_of_gop[gop] = len(counts) - 1
+                for pos, frame in reader.frames(gop, max(at) if chain else 0):
+                    t0 = clock()
+                    if pos > 0:
+                        mvs = motion_vectors(frame)
+                        records.append(mvs.view(np.uint8).reshape(-1).copy())  # a copy: the frame is released now
+                        counts.append(len(mvs))
+                    t1 = clock()
+                    t_mv += t1 - t0
+                    slot = slot_of.get((gop, pos))
+                    if upload and slot is not None:
+                        py, pu, pv = yuv420_planes(frame)
+                        base = slot * frame_bytes
+                        yuv[base:base + y_bytes].reshape(h, w)[...] = py[:h, :w]
+                        yuv[base + y_bytes:base + y_bytes + uv_bytes].reshape(-1, cw)[...] = pu[:, :cw]
+                        yuv[base + y_bytes + uv_bytes:base + frame_bytes].reshape(-1, cw)[...] = pv[:, :cw]
+                    t_copy += clock() - t1
+        t0 = clock()
+        mv_records = np.concatenate(records) if records else np.zeros(0, np.uint8)
+        mv_offsets = np.cumsum(counts, dtype=np.int64)
+        shifts = grid_cell_shifts(mv_records, mv_offsets)
+        t_mv += clock() - t0
+        t = len(picks)
+        gops = np.array([g for g, _ in picks], np.int64)
+        positions = np.array([p for _, p in picks], np.int64)
+        chain_len = positions.copy() if chain else np.zeros(t, np.int64)
+        iframe_slot = np.array([slot_of.get((g, 0), -1) for g in gops], np.int32)
+        frame_slot = np.array([slot_of.get((g, p), -1) if want_res else -1 for g, p in picks], np.int32)
+        stats = {"demux": reader.stats["demux"], "decode": reader.stats["decode"], "frames": reader.stats["frames"],
+                 "mv_parse": t_mv, "copy": t_copy, "total": clock() - t_start}
+        for key, value in stats.items():
+            self.stats[key] += value
+        self.stats["clips"] += 1
+        return ClipPacket(
+            path=index.path, width=w, height=h, colour_matrix=index.colour_matrix, modalities=mods, pixels=self.pixels,
+            gops=gops, positions=positions, chain_len=chain_len,
+            mv_records=mv_records, mv_offsets=mv_offsets, cell_shifts=shifts,
+            chain_first=np.array([first_of_gop[g] if chain else 0 for g in gops], np.int32),
+            frame_keys=np.array(keys, np.int32).reshape(-1, 2), iframe_slot=iframe_slot, frame_slot=frame_slot,
+            yuv=yuv, frame_indices=np.array([index.gop_starts[g] + p for g, p in keys], np.int64), stats=stats)
+
+
+__all__ = ["ClipPacket", "CpuStage", "MV_RECORD_BYTES", "Pixels", "cell_shift_for", "grid_cell_shifts", "i420_layout"]

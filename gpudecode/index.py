@@ -122,7 +122,8 @@ class GopIndex:
                                                "may use as references: the P-frame chain is not exact", PREPARE_REMEDY))
         if self.num_s:
             out.append(UnsupportedVideoError(self.path, f"has S-VOPs ({self.num_s} frames of global motion compensation), "
-                                                        "whose exported MVs do not describe the warp exactly", PREPARE_REMEDY))
+                                                        "whose exported MVs (one average per macroblock) do not describe the warp exactly",
+                                                        PREPARE_REMEDY))
         if not self.gop_starts:
             out.append(UnsupportedVideoError(self.path, "has no I-frame", PREPARE_REMEDY))
         return out

@@ -17,7 +17,13 @@ from gpudecode.errors import CorruptVideoError, NoVideoStreamError, VideoNotFoun
 MV_CODECS = frozenset({"mpeg4", "h264", "mpeg1video", "mpeg2video", "h263"})
 
 # AVPictureType values as PyAV returns them from frame.pict_type.
-PICT_I, PICT_P, PICT_B = 1, 2, 3
+PICT_I, PICT_P, PICT_B, PICT_S = 1, 2, 3, 4  # S: MPEG-4 S-VOP (global motion compensation)
+
+#: Codecs in which a P-frame always predicts from the previous I- or P-frame and B-frames are never
+#: references, so the P-frame chain of a GOP is exact with B-frames skipped (MPEG-4 Part 2: DivX,
+#: XviD). H.264/HEVC B-frames can be references and their MV records do not say which frame a
+#: block uses: not exact, those need `gpudecode prepare`.
+B_SKIPPABLE_CODECS = frozenset({"mpeg4"})
 
 _NO_MVS = np.zeros(0, np.dtype({"names": ["source"], "formats": ["<i4"], "itemsize": 40}))
 

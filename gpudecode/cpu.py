@@ -71,7 +71,7 @@ class CpuBackend:
         residual = np.empty((t, h, w, 3), np.int16) if want_res else None
         chain = want_mv or want_res  # the P-frame chain is needed only for MV and residual
 
-        by_gop = group_picks(picks, index.gop_lengths, path=index.path, chain=chain)
+        by_gop = group_picks(picks, index.gop_lengths, path=index.path, chain=chain, positions=index.p_positions)
 
         k, raw = self.kernels, self.kernels.raw
         ws = self._workspace(h, w)
@@ -100,8 +100,9 @@ class CpuBackend:
                             ws.dense.fill(0)
                             grid, grid_w, shift = ws.dense_ptr, w, 0
                             raw.rasterize_mv(mvs.ctypes.data, len(mvs), w, h, 0, grid, k.flag_ptr)
+                        first_step = src is None  # the chain's first P-frame (position 1, or later after B-frames)
                         src, src_ptr = (ws.src_b, ws.src_b_ptr) if src is ws.src_a else (ws.src_a, ws.src_a_ptr)
-                        raw.accumulate_step(None if pos == 1 else ws.other_ptr(src_ptr), src_ptr, grid, grid_w, shift, w, h)
+                        raw.accumulate_step(None if first_step else ws.other_ptr(src_ptr), src_ptr, grid, grid_w, shift, w, h)
                     segs = at.get(pos)
                     if segs and chain:
                         first = segs[0]

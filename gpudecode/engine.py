@@ -65,7 +65,7 @@ class VideoSampler:
         return index_video(path, cache=self.cache if self.cache is not None else False)
 
     def picks(self, index: GopIndex, *, mode: Mode = "train", rng: np.random.Generator | int | None = None) -> list[tuple[int, int]]:
-        return sample_gops(index.gop_lengths, self.num_segments, mode=mode, rng=rng)
+        return sample_gops(index.gop_lengths, self.num_segments, mode=mode, rng=rng, positions=index.p_positions)
 
     def __call__(self, path: str | os.PathLike, *, mode: Mode = "train", rng: np.random.Generator | int | None = None,
                  picks: Sequence[tuple[int, int]] | None = None) -> Sample:

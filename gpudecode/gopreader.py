@@ -12,7 +12,7 @@ from typing import Iterator
 
 import av
 
-from gpudecode._av import PICT_I, PICT_P, open_video
+from gpudecode._av import PICT_B, PICT_I, PICT_P, open_video
 from gpudecode.errors import BFramesError, DecodeError, PREPARE_REMEDY, UnsupportedVideoError
 from gpudecode.index import GopIndex
 
@@ -102,7 +102,12 @@ class GopReader:
         return None
 
     def frames(self, gop: int, last: int) -> Iterator[tuple[int, av.VideoFrame]]:
-        """Yield ``(k, frame)`` for k = 0..last of GOP ``gop`` (k = 0 is the I-frame)."""
+        """Yield ``(k, frame)`` for k = 0..last of GOP ``gop`` (k = 0 is the I-frame).
+
+        In a video whose B-frames are skipped (``index.skips_b_frames``), B-frames are decoded (the
+        decoder needs them to keep its order) but not yielded: only the I-frame and the P-frames of
+        the chain come out, with their display positions ``k``.
+        """
         path = self.index.path
         if self._closed:  # the stream and its frames point into freed memory once the container is closed
             raise ValueError(f"{path}: GopReader is closed")
@@ -126,8 +131,10 @@ class GopReader:
                 if k == 0 and kind != PICT_I:
                     raise DecodeError(path, f"expected the I-frame of GOP {gop} at frame {self.index.gop_starts[gop]}, "
                                             f"decoded picture type {kind}; the file changed since it was indexed")
+                if k > 0 and kind == PICT_B and self.index.skips_b_frames:
+                    continue
                 if k > 0 and kind != PICT_P:
-                    if kind == 3:
+                    if kind == PICT_B:
                         raise BFramesError(path, "has B-frames", PREPARE_REMEDY)
                     raise DecodeError(path, f"expected a P-frame at frame {self.index.gop_starts[gop] + k}, "
                                             f"decoded picture type {kind}; the file changed since it was indexed")

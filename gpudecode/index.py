@@ -20,8 +20,8 @@ from typing import Iterable
 import av
 import numpy as np
 
-from gpudecode._av import (MV_CODECS, PICT_B, PICT_I, PICT_P, colour_matrix, display_matrix, display_orientation,
-                            open_video)
+from gpudecode._av import (B_SKIPPABLE_CODECS, MV_CODECS, PICT_B, PICT_I, PICT_P, PICT_S, colour_matrix,
+                            display_matrix, display_orientation, open_video)
 from gpudecode.errors import (
     BFramesError,
     CorruptVideoError,
@@ -34,7 +34,7 @@ from gpudecode.errors import (
 from gpudecode.workers import crash_if_testing
 
 #: Bumped whenever GopIndex's fields or their meaning change; older cache entries are ignored.
-INDEX_VERSION = 2
+INDEX_VERSION = 3
 #: GOPs longer than this are readable but accumulate MVs over long chains; `inspect` suggests prepare.
 LONG_GOP = 60
 
@@ -73,6 +73,10 @@ class GopIndex:
     mirrored: bool = False  # the display matrix also flips the picture
     stream_index: int = 0  # the container stream read (the first video stream that is not cover art)
     video_streams: int = 1  # video streams in the container, cover art included
+    num_s: int = 0  # MPEG-4 S-VOPs (global motion compensation)
+    #: display-order picture types ("IBBPBBP..."), kept only when the video has B- or S-frames: the
+    #: P-frame positions of each GOP are then not simply 1..length-1
+    frame_types: str = ""
     extra: dict = field(default_factory=dict)
 
     @property
@@ -88,6 +92,22 @@ class GopIndex:
         return self.codec in MV_CODECS
 
     @property
+    def skips_b_frames(self) -> bool:
+        """B-frames present and skippable: the P-frame chain is exact without them (MPEG-4 Part 2)."""
+        return self.has_b_frames and self.codec in B_SKIPPABLE_CODECS
+
+    @property
+    def p_positions(self) -> tuple[tuple[int, ...], ...] | None:
+        """Per GOP, the positions of its P-frames (what sampling may pick besides the I-frame).
+
+        None when every frame after a GOP's I-frame is a P-frame (positions 1..length-1).
+        """
+        if not self.frame_types:
+            return None
+        return tuple(tuple(k for k in range(1, n) if self.frame_types[s + k] == "P")
+                     for s, n in zip(self.gop_starts, self.gop_lengths))
+
+    @property
     def max_gop_length(self) -> int:
         return max(self.gop_lengths) if self.gop_lengths else 0
 
@@ -97,8 +117,13 @@ class GopIndex:
         if not self.has_motion_vectors:
             out.append(NoMotionVectorsError(self.path, f"codec {self.codec} exports no motion vectors in FFmpeg",
                                             "re-encode it with `gpudecode prepare --codec mpeg4` (or h264)"))
-        if self.has_b_frames:
-            out.append(BFramesError(self.path, f"has B-frames ({self.num_b} of {self.num_frames} frames)", PREPARE_REMEDY))
+        if self.has_b_frames and not self.skips_b_frames:
+            out.append(BFramesError(self.path, f"has B-frames ({self.num_b} of {self.num_frames} frames), which {self.codec} "
+                                               "may use as references: the P-frame chain is not exact", PREPARE_REMEDY))
+        if self.num_s:
+            out.append(UnsupportedVideoError(self.path, f"has S-VOPs ({self.num_s} frames of global motion compensation), "
+                                                        "whose exported MVs (one average per macroblock) do not describe the warp exactly",
+                                                        PREPARE_REMEDY))
         if not self.gop_starts:
             out.append(UnsupportedVideoError(self.path, "has no I-frame", PREPARE_REMEDY))
         return out
@@ -112,6 +137,9 @@ class GopIndex:
     def warnings(self) -> list[str]:
         """Readable, but worth knowing (shown by ``gpudecode inspect``)."""
         out = []
+        if self.skips_b_frames:
+            out.append(f"readable as is (B-frames skipped): {self.num_b} B-frames are never sampled; MVs accumulate "
+                       "along the GOP's P-frames back to its I-frame")
         if self.max_gop_length > LONG_GOP:
             out.append(f"long GOPs (up to {self.max_gop_length} frames): MVs accumulate over long P-frame chains; "
                        "`gpudecode prepare` re-encodes with GOP 12")
@@ -138,6 +166,9 @@ class GopIndex:
         for k in ("gop_starts", "gop_lengths", "gop_pts"):
             d[k] = tuple(d[k])
         return cls(**d)
+
+
+_TYPE_LETTERS = {PICT_I: "I", PICT_P: "P", PICT_B: "B", PICT_S: "S"}
 
 
 def _is_vfr(pts: np.ndarray) -> bool:
@@ -195,6 +226,8 @@ def build_index(path: str | os.PathLike) -> GopIndex:
         gop_starts=tuple(int(s) for s in starts), gop_lengths=tuple(int(n) for n in lengths),
         gop_pts=tuple(int(pts[s]) if pts[s] is not None else -1 for s in starts),
         num_i=int((t == PICT_I).sum()), num_p=int((t == PICT_P).sum()), num_b=int((t == PICT_B).sum()),
+        num_s=int((t == PICT_S).sum()),
+        frame_types="".join(_TYPE_LETTERS.get(int(v), "?") for v in t) if np.any((t == PICT_B) | (t == PICT_S)) else "",
         variable_frame_rate=seekable and _is_vfr(np.asarray(pts, dtype=np.int64)), seekable=seekable,
         pix_fmt=pix_fmt, colour_matrix=matrix,
         file_size=st.st_size if st else 0, file_mtime_ns=st.st_mtime_ns if st else 0,

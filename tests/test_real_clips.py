@@ -48,10 +48,10 @@ def test_each_real_clip_gives_a_sample_or_a_typed_error_with_a_remedy(real_dir):
             assert int(row["B"]) > 0  # every unreadable clip in the set is unreadable for its B-frames
             continue
         readable += 1
-        assert int(row["B"]) == 0
+        assert int(row["B"]) == 0 or row["codec"].startswith("mpeg4")  # MPEG-4 Part 2: B-frames skipped
         assert_reconstructs(sample, index_video(path, cache=False))
         assert np.abs(sample.mv).max() > 0  # real footage moves
-    assert readable == 5
+    assert readable == 10  # 5 without B-frames, and 5 MPEG-4 Part 2 AVIs with them
 
 
 @pytest.mark.slow

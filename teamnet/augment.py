@@ -159,7 +159,8 @@ def _as_float_tensor(a) -> torch.Tensor:
 
 
 def reference_transform(window: CropWindow | Mapping[str, CropWindow], size: int, *, iframe=None, mv=None,
-                        residual=None, antialias: bool = True, preprocess: Preprocess = "ours") -> dict[str, torch.Tensor]:
+                        residual=None, antialias: bool = True,
+                        preprocess: Preprocess = "ours") -> dict[str, torch.Tensor]:
     """Apply ``window`` to each given modality ((T, H, W, C) arrays) -> {modality: (T, size, size, C) float32}.
 
     ``window``: one window for all modalities, or one per modality (:func:`draw_windows`). The

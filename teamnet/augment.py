@@ -1,8 +1,14 @@
 """Normalisation constants and the reference (NumPy/PyTorch) augmentation of a compressed-domain clip.
 
-One crop window and one flip are drawn per clip (:func:`draw_window`) and applied identically to the
-I-frames, MVs and residuals of all segments; the published code drew them separately per modality, so
-its three streams saw misaligned pixels (DESIGN §2). Geometry, in this order:
+Two input conventions (``preprocess``), README "Using published weights":
+
+- ``"ours"`` (the default, the correct one for training): described first, below.
+- ``"published"``: what the published TEAM-Net (and CoViAR) weights were trained on (DESIGN §3), so that
+  they reach their published accuracy; see :func:`reference_transform` for the exact arithmetic.
+
+``"ours"``: one crop window and one flip are drawn per clip (:func:`draw_window`) and applied identically
+to the I-frames, MVs and residuals of all segments; the published code drew them separately per modality,
+so its three streams saw misaligned pixels (DESIGN §2). Geometry, in this order:
 
 1. crop the window (multi-scale corner crop in training, the centred square in testing);
 2. resize it to ``size`` x ``size`` (bilinear, antialiased when shrinking);
@@ -39,6 +45,18 @@ MV_OFFSET: float = 128.0 / 255.0 - 0.5
 CROP_SCALES: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)
 #: Test views :func:`eval_views` can cut.
 EVAL_CROPS: tuple[int, ...] = (1, 2, 5, 10)
+#: Input conventions: ours, or those the published weights were trained on (module docstring).
+Preprocess = Literal["ours", "published"]
+PREPROCESS: tuple[str, ...] = ("ours", "published")
+#: Published MV code: ``mv * MV_STEP`` rounded, ``+ 128``, clipped to [0, 255] (DESIGN §2: ``mv*127.5/20 + 128``).
+MV_STEP: float = 127.5 / MV_BOUND
+
+
+def check_preprocess(preprocess: str) -> str:
+    """``preprocess`` if it is one of :data:`PREPROCESS`, else a ValueError naming the allowed values."""
+    if preprocess not in PREPROCESS:
+        raise ValueError(f"preprocess must be one of {list(PREPROCESS)}, got {preprocess!r}")
+    return preprocess
 
 
 @dataclass(frozen=True)
@@ -91,6 +109,19 @@ def draw_window(mode: Literal["train", "test"], height: int, width: int, rng: np
     raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
 
 
+def draw_windows(mode: Literal["train", "test"], height: int, width: int, rng: np.random.Generator | None,
+                 modalities: Sequence[str], *, preprocess: Preprocess = "ours", scales: Sequence[float] = CROP_SCALES,
+                 flip: bool = True) -> dict[str, CropWindow]:
+    """One window per modality: ``"ours"`` draws one and shares it (a single :func:`draw_window`, the same
+    draws as before the setting existed); ``"published"`` training draws one per modality, in the order of
+    ``modalities``, as the published code did. Testing is the centre square for every modality either way."""
+    check_preprocess(preprocess)
+    if preprocess == "ours" or mode == "test":
+        window = draw_window(mode, height, width, rng, scales=scales, flip=flip)
+        return {m: window for m in modalities}
+    return {m: draw_window(mode, height, width, rng, scales=scales, flip=flip) for m in modalities}
+
+
 # -- normalisation (torch, channels last: (..., C)) -------------------------------------------------------
 def normalise_iframe(x: torch.Tensor) -> torch.Tensor:
     mean = x.new_tensor(IMAGENET_MEAN) * 255.0
@@ -110,33 +141,70 @@ def normalise_residual(r: torch.Tensor) -> torch.Tensor:
 NORMALISE = {"iframe": normalise_iframe, "mv": normalise_mv, "residual": normalise_residual}
 
 
+def quantise_mv(mv: torch.Tensor) -> torch.Tensor:
+    """``"published"``: the MV code the published models read, made before any resizing (DESIGN §2, §3).
+
+    ``mv * 127.5 / 20`` rounded to the nearest integer (halves away from zero, so the code of ``-mv`` is
+    ``256 -`` the code of ``mv``), ``+ 128``, clipped to [0, 255]: an MV of 0 is 128 and anything beyond
+    about +-20 px saturates. Float values, integer-valued.
+    """
+    v = mv * MV_STEP
+    return (torch.sign(v) * torch.floor(v.abs() + 0.5) + 128.0).clamp(0.0, 255.0)
+
+
 def _as_float_tensor(a) -> torch.Tensor:
     if isinstance(a, torch.Tensor):
         return a.float()
     return torch.from_numpy(np.ascontiguousarray(a)).float()
 
 
-def reference_transform(window: CropWindow, size: int, *, iframe=None, mv=None, residual=None,
-                        antialias: bool = True) -> dict[str, torch.Tensor]:
+def reference_transform(window: CropWindow | Mapping[str, CropWindow], size: int, *, iframe=None, mv=None,
+                        residual=None, antialias: bool = True,
+                        preprocess: Preprocess = "ours") -> dict[str, torch.Tensor]:
     """Apply ``window`` to each given modality ((T, H, W, C) arrays) -> {modality: (T, size, size, C) float32}.
 
-    The reference implementation: the DALI pipeline must give the same numbers (exactly without
+    ``window``: one window for all modalities, or one per modality (:func:`draw_windows`). The
+    reference implementation: the DALI pipeline must give the same numbers (exactly without
     antialiasing; DALI's and PyTorch's antialiasing filters differ slightly).
+
+    ``preprocess="published"`` (DESIGN §2 and §3, read as follows):
+
+    - I-frame: as ours (RGB, ImageNet mean and std).
+    - MV: :func:`quantise_mv` on the cropped source pixels, before resizing; the codes are then resized
+      and flipped like an image and **not** rescaled with the resize; on flip x is still negated, about
+      the zero code: ``x -> 256 - x`` (DESIGN §2 lists the negation as part of the published flip and names
+      only the per-modality draws and the missing rescale as where the published code departs); then
+      ``/ 255 - 0.5``.
+    - Residual: channels in BGR order (the published loader built residuals from BGR frames and turned
+      only the I-frame to RGB); then ours: ``+ 128``, clip to [0, 255], ``/ 255 - 0.5``, divided by the
+      ImageNet std in the order of the channels as they arrive, so B by 0.229 and R by 0.225.
+    - Crop and flip: whatever ``window`` holds per modality (``draw_windows`` draws them apart in training).
     """
+    published = check_preprocess(preprocess) == "published"
     out = {}
     for name, a in (("iframe", iframe), ("mv", mv), ("residual", residual)):
         if a is None:
             continue
-        x = _as_float_tensor(a)[:, window.y:window.y + window.height, window.x:window.x + window.width]
-        if x.shape[1] != window.height or x.shape[2] != window.width:
-            raise ValueError(f"window {window} is outside the {name} frames of shape {tuple(a.shape)}")
+        win = window[name] if isinstance(window, Mapping) else window
+        x = _as_float_tensor(a)[:, win.y:win.y + win.height, win.x:win.x + win.width]
+        if x.shape[1] != win.height or x.shape[2] != win.width:
+            raise ValueError(f"window {win} is outside the {name} frames of shape {tuple(a.shape)}")
+        if published and name == "mv":
+            x = quantise_mv(x)
         x = F.interpolate(x.permute(0, 3, 1, 2), size=(size, size), mode="bilinear", align_corners=False,
                           antialias=antialias).permute(0, 2, 3, 1)
-        if window.flip:
+        if win.flip:
             x = x.flip(2)
-        if name == "mv":
-            scale = x.new_tensor([size / window.width, size / window.height])
-            if window.flip:
+        if published:
+            if name == "mv":
+                sign = x.new_tensor([-1.0 if win.flip else 1.0, 1.0])
+                out[name] = (((x - 128.0) * sign + 128.0) / 255.0 - 0.5).contiguous()
+                continue
+            if name == "residual":
+                x = x.flip(3)  # RGB -> BGR
+        elif name == "mv":
+            scale = x.new_tensor([size / win.width, size / win.height])
+            if win.flip:
                 scale = scale * x.new_tensor([-1.0, 1.0])
             x = x * scale
         out[name] = NORMALISE[name](x).contiguous()
@@ -145,7 +213,8 @@ def reference_transform(window: CropWindow, size: int, *, iframe=None, mv=None, 
 
 # -- test views -------------------------------------------------------------------------------------------
 def flip_normalised(name: str, x: torch.Tensor, channel_dim: int = 2) -> torch.Tensor:
-    """Horizontal flip of a normalised ``(N, T, C, H, W)`` batch; MV x is negated around :data:`MV_OFFSET`."""
+    """Horizontal flip of a normalised ``(N, T, C, H, W)`` batch; MV x is negated around :data:`MV_OFFSET`
+    (for ``"published"`` inputs that is the code flip ``x -> 256 - x`` of :func:`reference_transform`)."""
     x = x.flip(-1)
     if name == "mv":
         x = x.clone()
@@ -178,6 +247,12 @@ def eval_views(inputs: Mapping[str, torch.Tensor], crop_size: int, num_crops: in
 __all__ = [
     "CROP_SCALES",
     "CropWindow",
+    "MV_STEP",
+    "PREPROCESS",
+    "Preprocess",
+    "check_preprocess",
+    "draw_windows",
+    "quantise_mv",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "MV_BOUND",

@@ -17,7 +17,8 @@ tensors, so :func:`load_checkpoint` reads it with ``weights_only=True``)::
       },                                         m in iframe, mv, residual
       "epoch": int or None, "metrics": {...}, "config": {...},
       "optimizer": optimizer.state_dict() or None, "extra": {...}, "torch_version": "2.x",
-    }
+      "preprocess": "ours" or "published",       the input conventions the weights were trained with
+    }                                            (absent from older files: read as "ours")
 
 ``"model"`` is the builder call (``build_spec``, weight-init arguments left out) so
 ``load_checkpoint(path)`` can rebuild the model without downloading anything.
@@ -28,6 +29,11 @@ The published layouts (DESIGN §3) are ``{epoch, arch, state_dict, best_prec1}``
 stream ``base_model.*`` + ``base_model.fc.*`` (CoViAR) or ``new_fc.*`` (TSN/TSM), TSM convs wrapped as
 ``conv1.net``, all possibly behind a DataParallel ``module.`` prefix. :func:`load_published` and
 :func:`load_published_coviar` rename them to ours and report every key that does not fit.
+
+Published weights were trained on other input conventions than ours (DESIGN §3, :mod:`teamnet.augment`),
+so every load says which ones its weights need (``LoadReport.preprocess``, ``checkpoint["preprocess"]``);
+:func:`choose_preprocess` turns that and the user's setting into the one the loaders use, and says when
+it switched.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from .augment import PREPROCESS, check_preprocess
 from .models import DEFAULT_TEAM_AT, TSN, CoViAR, SegmentNet, TEAMNet, build_model
 from .team import MODALITIES
 
@@ -58,6 +65,11 @@ __all__ = [
     "load_published_coviar",
     "save_checkpoint",
     "load_checkpoint",
+    "choose_preprocess",
+    "init_from_checkpoint",
+    "is_published",
+    "load_model",
+    "preprocess_of",
 ]
 
 FORMAT = "teamnet"
@@ -86,6 +98,8 @@ class LoadReport:
         excluded: keys left out on request (``exclude=``), e.g. a classifier to fine-tune anew.
         ignored: BatchNorm ``num_batches_tracked`` missing from checkpoints written before PyTorch 0.4.1;
             harmless with the default momentum, so they do not make a load fail.
+        preprocess: the input conventions the loaded weights were trained with (``"published"`` for
+            published checkpoints, what ours recorded), None when unknown; pass it to the loaders.
     """
 
     loaded: list[str] = field(default_factory=list)
@@ -94,6 +108,7 @@ class LoadReport:
     mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
     excluded: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    preprocess: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -119,6 +134,9 @@ class LoadReport:
         )
         lines += block("excluded on request", self.excluded, limit=5)
         lines += block("ignored (num_batches_tracked absent from old checkpoints)", self.ignored, limit=3)
+        if self.preprocess == "published":
+            lines.append("  trained on the published input conventions: use preprocess='published' "
+                         "(README: Using published weights)")
         return "\n".join(lines)
 
 
@@ -291,7 +309,9 @@ def load_published(
         raise TypeError("CoViAR's streams are published as three files: use load_published_coviar()")
     else:
         raise TypeError(f"model must be a TEAMNet or a TSN, received {type(inner).__name__}")
-    return load_state_dict_checked(model, converted, strict=strict, exclude=exclude, what="published checkpoint")
+    report = load_state_dict_checked(model, converted, strict=strict, exclude=exclude, what="published checkpoint")
+    report.preprocess = "published"
+    return report
 
 
 def load_published_coviar(
@@ -310,7 +330,10 @@ def load_published_coviar(
     merged: dict[str, Tensor] = {}
     for modality, source in (("iframe", iframe), ("mv", mv), ("residual", residual)):
         merged.update(convert_published(_read(source), layout="stream", modality=modality))
-    return load_state_dict_checked(model, merged, strict=strict, exclude=exclude, what="published CoViAR checkpoints")
+    report = load_state_dict_checked(model, merged, strict=strict, exclude=exclude,
+                                     what="published CoViAR checkpoints")
+    report.preprocess = "published"  # CoViAR's loader is where the published conventions come from
+    return report
 
 
 # -- our layout -----------------------------------------------------------------------------------------
@@ -323,12 +346,20 @@ def save_checkpoint(
     config: Mapping[str, Any] | None = None,
     optimizer: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
+    preprocess: str | None = None,
 ) -> Path:
     """Write ``model`` in our layout (module docstring), atomically: a crash mid-write leaves the old file.
 
     ``config``, ``metrics`` and ``extra`` must hold plain values (numbers, strings, lists, dicts,
     tensors) so the file stays loadable with ``weights_only=True``; pass ``dataclasses.asdict(cfg)``.
+    ``preprocess``: the input conventions the weights were trained with; default ``config["data"]
+    ["preprocess"]`` when that is ``"ours"`` or ``"published"``, else ``"ours"``.
     """
+    if preprocess is None:
+        data = (config or {}).get("data")
+        recorded = data.get("preprocess") if isinstance(data, Mapping) else None
+        preprocess = recorded if recorded in PREPROCESS else "ours"
+    check_preprocess(preprocess)
     model = unwrap_model(model)
     path = Path(path)
     checkpoint = {
@@ -342,6 +373,7 @@ def save_checkpoint(
         "optimizer": optimizer,
         "extra": dict(extra or {}),
         "torch_version": str(torch.__version__),  # TorchVersion would not load with weights_only
+        "preprocess": preprocess,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -390,4 +422,135 @@ def load_checkpoint(
             raise ValueError(f"{os.fspath(path)}: records no builder call: pass the model to load into")
         model = build_model(spec["name"], **spec["kwargs"])
     load_state_dict_checked(model, state_dict_of(checkpoint), strict=strict, exclude=exclude, what=os.fspath(path))
-    return model, dict(checkpoint)
+    checkpoint = dict(checkpoint)
+    checkpoint["preprocess"] = preprocess_of(checkpoint)
+    return model, checkpoint
+
+
+# -- which input conventions the weights need --------------------------------------------------------------
+_PUBLISHED_PREFIXES = ("I_model.", "MV_model.", "R_model.", "team0.", "base_model.", "data_bn.", "new_fc.")
+
+
+def is_published(checkpoint: Mapping[str, Any]) -> bool:
+    """Whether a checkpoint dict (or state dict) is in a published layout (TEAM-Net, CoViAR, TSN/TSM)."""
+    if checkpoint.get("format") == FORMAT:
+        return False
+    return any(k.startswith(_PUBLISHED_PREFIXES) for k in state_dict_of(checkpoint))
+
+
+def _peek(source: Source) -> Mapping[str, Any]:
+    """A checkpoint for reading its metadata: memory-mapped where the file format allows (cheap for a
+    200 MB file), else read whole."""
+    if isinstance(source, Mapping):
+        return source
+    try:
+        return torch.load(source, map_location="cpu", weights_only=True, mmap=True)
+    except (RuntimeError, pickle.UnpicklingError):  # legacy (pre-1.6) format: no mmap
+        return _read(source)
+
+
+def preprocess_of(source: Source) -> str | None:
+    """The input conventions a checkpoint's weights were trained with: ``"published"`` for a published
+    layout, what ours recorded (``"ours"`` for files from before it was recorded), None for a bare state
+    dict of our keys (nothing says)."""
+    checkpoint = _peek(source)
+    if checkpoint.get("format") == FORMAT:
+        recorded = checkpoint.get("preprocess")
+        if recorded is None:  # older files: the run's config may say, else it was ours
+            data = (checkpoint.get("config") or {}).get("data") or {}
+            recorded = data.get("preprocess") if isinstance(data, Mapping) else None
+        return recorded if recorded in PREPROCESS else "ours"
+    return "published" if is_published(checkpoint) else None
+
+
+def choose_preprocess(
+    setting: str, weights: str | None, source: str | os.PathLike = "the weights"
+) -> tuple[str, str | None]:
+    """The input conventions to use, and the one log line to print about it (None: nothing to say).
+
+    ``setting``: ``"auto"`` (take the weights'; ``"ours"`` when they do not say) or an explicit
+    ``"ours"``/``"published"``, which is kept. ``weights``: what the weights were trained with
+    (:func:`preprocess_of`, ``LoadReport.preprocess``); ``source`` names them in the message.
+    """
+    if setting != "auto":
+        check_preprocess(setting)
+    if weights is not None:
+        check_preprocess(weights)
+    name = os.fspath(source)
+    if setting == "auto":
+        chosen = weights or "ours"
+        if chosen == "published":
+            return chosen, (f"preprocess: 'published', the input conventions {name} was trained with (BGR residual, "
+                            "MVs quantised before resizing and not rescaled, crop and flip per modality); "
+                            "set preprocess explicitly to override")
+        return chosen, None
+    if weights is not None and weights != setting:
+        return setting, f"preprocess: {setting!r} as set, although {name} was trained with {weights!r} inputs"
+    return setting, None
+
+
+def init_from_checkpoint(
+    model: nn.Module, source: Source, *, exclude: Sequence[str] = (), strict: bool = False
+) -> LoadReport:
+    """Initialise ``model`` from our checkpoint, a published TEAM-Net/TSN one, or a bare state dict of
+    our keys (e.g. Kinetics weights to fine-tune on UCF-101, ``exclude=("heads.",)``); the report says
+    what fitted and, in ``preprocess``, which input conventions the weights need."""
+    checkpoint = _read(source)
+    what = "checkpoint" if isinstance(source, Mapping) else os.fspath(source)
+    if is_published(checkpoint):
+        return load_published(model, checkpoint, strict=strict, exclude=exclude)
+    report = load_state_dict_checked(model, state_dict_of(checkpoint), strict=strict, exclude=exclude, what=what)
+    report.preprocess = preprocess_of(checkpoint)
+    return report
+
+
+_RESNET_DEPTHS = {
+    ((2, 2, 2, 2), False): 18,
+    ((3, 4, 6, 3), False): 34,
+    ((3, 4, 6, 3), True): 50,
+    ((3, 4, 23, 3), True): 101,
+    ((3, 8, 36, 3), True): 152,
+}
+
+
+def _published_depth(state: Mapping[str, Tensor], prefix: str) -> int:
+    """The ResNet depth of one published stream, from its block keys."""
+    blocks = []
+    for layer in range(1, 5):
+        pattern = re.compile(rf"{re.escape(prefix)}base_model\.layer{layer}\.(\d+)\.")
+        found = {int(m[1]) for m in map(pattern.match, state) if m}
+        blocks.append(max(found) + 1 if found else 0)
+    bottleneck = any(k.startswith(f"{prefix}base_model.layer1.0.conv3.") for k in state)
+    depth = _RESNET_DEPTHS.get((tuple(blocks), bottleneck))
+    if depth is None:
+        raise ValueError(f"the published {prefix.rstrip('.')} stream is no torchvision ResNet (blocks {blocks})")
+    return depth
+
+
+def load_model(
+    path: str | os.PathLike, *, map_location: str | torch.device = "cpu"
+) -> tuple[SegmentNet, dict[str, Any]]:
+    """The model in a checkpoint file, ours (:func:`load_checkpoint`) or a published TEAM-Net one (the
+    architecture read off its keys: stream depths, TSM, classes); returns ``(model, checkpoint dict)``,
+    ``checkpoint["preprocess"]`` saying which input conventions the weights need."""
+    raw = torch.load(path, map_location=map_location, weights_only=True)
+    if not (isinstance(raw, Mapping) and is_published(raw)):
+        return load_checkpoint(path, map_location=map_location)
+    state = state_dict_of(raw)
+    if "I_model.new_fc.weight" not in state:
+        raise ValueError(f"{os.fspath(path)}: a published checkpoint, but not TEAM-Net's: build the model "
+                         "yourself and call load_published() or load_published_coviar()")
+    tsm = any(".conv1.net." in k for k in state)
+    model = build_model(
+        "teamnet",
+        num_classes=int(state["I_model.new_fc.weight"].shape[0]),
+        iframe_depth=_published_depth(state, "I_model."),
+        mv_depth=_published_depth(state, "MV_model."),
+        residual_depth=_published_depth(state, "R_model."),
+        temporal_shift=tsm,
+        num_segments=8 if tsm else None,  # what the TSM variant was trained with; set_num_segments changes it
+    )
+    report = load_published(model, raw)
+    checkpoint = {k: v for k, v in raw.items() if k != "state_dict"}
+    checkpoint.update(format="published", preprocess=report.preprocess, config={}, extra={})
+    return model, checkpoint

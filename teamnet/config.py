@@ -49,6 +49,10 @@ class DataConfig:
     test_crops: int = 1  # views per test clip: 1 centre, 2 centre+flip, 5 corners+centre, 10 with flips
     eval_batch_size: int = 0  # global test batch; 0 = optim.batch_size (lower it for 25-segment tests)
     antialias: bool = True  # antialiased resize when shrinking
+    # Input conventions (README "Using published weights"): "ours" (one crop/flip per clip, MVs rescaled with
+    # the resize, RGB residual: for training) or "published" (those published TEAM-Net/CoViAR weights were
+    # trained on); "auto": the ones model.init_from's weights were trained with, "ours" without init_from.
+    preprocess: Literal["auto", "ours", "published"] = "auto"
     loader: Literal["auto", "dali", "torch"] = "auto"  # "torch" is the reference fallback without DALI
     workers: int = 0  # decoding processes per rank; 0 = this machine's cores / local ranks
     engine: Literal["cpu", "gpu", "auto"] = "cpu"  # gpudecode backend

@@ -3,6 +3,10 @@
     engine (gpudecode)  ->  external_source  ->  slice (one window per clip)  ->  resize  ->  flip
         -> MV x/y scaled with the resize (x negated on flip)  ->  normalise (DESIGN §2)  ->  PyTorch
 
+That is ``preprocess="ours"``; ``"published"`` feeds published weights the inputs they were trained on
+(one window per modality, MVs quantised before the resize and not rescaled, BGR residual), with the
+arithmetic of :func:`teamnet.augment.reference_transform`.
+
 Everything random is drawn in Python from ``(seed, epoch, video index)`` (:meth:`ClipSource.item`): the
 engine's GOP/position picks, then the crop window and the flip, which the pipeline receives as inputs.
 So a clip's augmentation does not depend on which worker, rank or process read it, DALI holds no random
@@ -33,7 +37,7 @@ import numpy as np
 import torch
 
 from gpudecode.workers import crash_if_testing
-from teamnet.augment import CROP_SCALES, CropWindow, draw_window, reference_transform
+from teamnet.augment import CROP_SCALES, CropWindow, Preprocess, check_preprocess, draw_windows, reference_transform
 from teamnet.datasets import ClipDataset, VideoList
 
 Mode = Literal["train", "test"]
@@ -122,14 +126,22 @@ def decode_error(row) -> str:
 
 @dataclass
 class ClipItem:
-    """One clip before the pipeline: raw engine arrays, its window, and bookkeeping."""
+    """One clip before the pipeline: raw engine arrays, a window per modality, and bookkeeping."""
 
     arrays: dict[str, np.ndarray]
-    window: CropWindow
+    windows: dict[str, CropWindow]
     label: int
     index: int  # video index, -1 for padding
     valid: bool
     error: str = ""
+
+    @property
+    def window(self) -> CropWindow:
+        """The clip's one window (``preprocess="ours"``, and any test clip)."""
+        distinct = set(self.windows.values())
+        if len(distinct) != 1:
+            raise ValueError(f"this clip has one window per modality ({self.windows}): read .windows")
+        return distinct.pop()
 
 
 class ClipSource:
@@ -140,12 +152,13 @@ class ClipSource:
     """
 
     def __init__(self, dataset: ClipDataset, plan: EpochPlan, *, size: int, scales: Sequence[float] = CROP_SCALES,
-                 flip: bool = True, first_epoch: int = 0, start_step: int = 0):
+                 flip: bool = True, first_epoch: int = 0, start_step: int = 0, preprocess: Preprocess = "ours"):
         self.dataset = dataset
         self.plan = plan
         self.size = size
         self.scales = tuple(scales)
         self.flip = flip
+        self.preprocess = check_preprocess(preprocess)
         self.first_epoch = first_epoch
         self.start_step = start_step
         self._orders: dict[int, np.ndarray] = {}
@@ -179,8 +192,9 @@ class ClipSource:
             return self._placeholder(index, label, error)
         arrays = {m: getattr(sample, m) for m in self.modalities}
         h, w = next(iter(arrays.values())).shape[1:3]
-        window = draw_window(mode, h, w, rng, scales=self.scales, flip=self.flip)
-        return ClipItem(arrays, window, label, index, True)
+        windows = draw_windows(mode, h, w, rng, self.modalities, preprocess=self.preprocess, scales=self.scales,
+                               flip=self.flip)
+        return ClipItem(arrays, windows, label, index, True)
 
     def _probe(self, job: tuple[int, int]) -> bool:
         return self.item(*job).valid
@@ -203,10 +217,16 @@ class ClipSource:
     def _placeholder(self, index: int, label: int, error: str) -> ClipItem:
         t = self.dataset.num_segments
         arrays = {m: np.zeros((t, _PLACEHOLDER, _PLACEHOLDER, _CHANNELS[m]), _DTYPES[m]) for m in self.modalities}
-        return ClipItem(arrays, CropWindow(0, 0, _PLACEHOLDER, _PLACEHOLDER), label, index, False, error)
+        window = CropWindow(0, 0, _PLACEHOLDER, _PLACEHOLDER)
+        return ClipItem(arrays, {m: window for m in self.modalities}, label, index, False, error)
 
     def mv_scale(self, window: CropWindow) -> np.ndarray:
-        sx, sy = self.size / window.width, self.size / window.height
+        """What MV x and y are multiplied by after the resize: ``[±sx, sy]`` (ours: stretched with the
+        resize, x negated on flip); ``[±1, 1]`` for ``"published"`` (not rescaled, x still negated)."""
+        if self.preprocess == "published":
+            sx = sy = 1.0
+        else:
+            sx, sy = self.size / window.width, self.size / window.height
         return np.array([-sx if window.flip else sx, sy], np.float32)
 
     def _tie_to_owner(self) -> None:
@@ -231,32 +251,50 @@ class ClipSource:
         if position >= self.plan.steps * self.plan.local_batch:
             raise StopIteration
         it = self.item(epoch, position)
-        return (*(it.arrays[m] for m in self.modalities), it.window.as_array(), np.array(int(it.window.flip), np.int32),
-                self.mv_scale(it.window), np.array(it.label, np.int64), np.array(it.index, np.int64),
-                np.array(int(it.valid), np.uint8), _error_bytes(it.error))
+        mods = self.modalities
+        mv_window = it.windows.get("mv", CropWindow(0, 0, self.size, self.size))
+        return (*(it.arrays[m] for m in mods), *(it.windows[m].as_array() for m in mods),
+                *(np.array(int(it.windows[m].flip), np.int32) for m in mods), self.mv_scale(mv_window),
+                np.array(it.label, np.int64), np.array(it.index, np.int64), np.array(int(it.valid), np.uint8),
+                _error_bytes(it.error))
 
 
 # -- the DALI pipeline ------------------------------------------------------------------------------------
-def augment_clip(inputs: dict, crop, flip, mv_scale, *, size: int, antialias: bool = True) -> dict:
+def augment_clip(inputs: dict, crops: dict, flips: dict, mv_scale, *, size: int, antialias: bool = True,
+                 preprocess: Preprocess = "ours") -> dict:
     """Per-clip processing shared by training and testing (DALI graph): crop window -> resize to
-    ``size`` x ``size`` -> flip -> MV scale -> normalise. ``crop`` is ``[x, y, w, h]`` (CPU), ``flip`` an
-    int (CPU), ``mv_scale`` ``[±sx, sy]`` on the inputs' device."""
+    ``size`` x ``size`` -> flip -> MV scale -> normalise. ``crops[m]`` is modality ``m``'s ``[x, y, w, h]``
+    (CPU), ``flips[m]`` an int (CPU), ``mv_scale`` ``[±sx, sy]`` on the inputs' device. The arithmetic of
+    :func:`teamnet.augment.reference_transform` for either ``preprocess``."""
     from nvidia.dali import fn, math, types
 
-    from teamnet.augment import IMAGENET_MEAN, IMAGENET_STD, MV_BOUND
+    from teamnet.augment import IMAGENET_MEAN, IMAGENET_STD, MV_BOUND, MV_STEP
 
+    # Decided once at build time: which input convention the graph implements.
+    published = check_preprocess(preprocess) == "published"
     mean = np.asarray(IMAGENET_MEAN, np.float32) * 255
     std = np.asarray(IMAGENET_STD, np.float32)
     out = {}
     for name, x in inputs.items():
+        crop = crops[name]
         x = fn.slice(x, crop[0:2], crop[2:4], axes=[2, 1], normalized_anchor=False, normalized_shape=False)
+        if published and name == "mv":
+            # quantise_mv before the resize: round half away from zero, written with floor/ceil because
+            # DALI has no sign() and its float->int cast may round differently on CPU and GPU.
+            v = x * MV_STEP
+            v = math.max(math.floor(v + 0.5), 0.0) + math.min(math.ceil(v - 0.5), 0.0)
+            x = math.clamp(v + 128.0, 0.0, 255.0)
         x = fn.resize(x, size=[size, size], antialias=antialias, dtype=types.FLOAT)
-        x = fn.flip(x, horizontal=flip)
+        x = fn.flip(x, horizontal=flips[name])
         if name == "iframe":
             x = (x - mean) / (std * 255)
+        elif name == "mv" and published:
+            x = ((x - 128.0) * mv_scale + 128.0) / 255.0 - 0.5  # mv_scale = [±1, 1]: the code flip only
         elif name == "mv":
             x = (math.clamp(x * mv_scale, -MV_BOUND, MV_BOUND) * (127.5 / MV_BOUND) + 128.0) / 255.0 - 0.5
         else:
+            if published:  # RGB -> BGR
+                x = fn.stack(x[:, :, :, 2], x[:, :, :, 1], x[:, :, :, 0], axis=3)
             x = (math.clamp(x + 128.0, 0.0, 255.0) / 255.0 - 0.5) / std
         out[name] = x
     return out
@@ -269,6 +307,7 @@ def build_pipeline(source: ClipSource, *, batch_size: int, size: int, antialias:
     from nvidia.dali import fn, pipeline_def
 
     mods = source.modalities
+    n = len(mods)
     # Decided once at build time: where the data lives and whether the source runs in workers.
     parallel = not gpu_engine
     start_method = "fork" if device_id is None else "spawn"  # fork is cheap but unsafe after CUDA init
@@ -276,16 +315,17 @@ def build_pipeline(source: ClipSource, *, batch_size: int, size: int, antialias:
     @pipeline_def(batch_size=batch_size, num_threads=threads, device_id=device_id, prefetch_queue_depth=prefetch,
                   py_num_workers=max(1, workers), py_start_method=start_method)
     def clip_pipeline():
-        outs = fn.external_source(source=source, num_outputs=len(mods) + 7, batch=False, parallel=parallel,
-                                  device="gpu" if gpu_engine else "cpu",
-                                  layout=["FHWC"] * len(mods) + [None] * 7)
-        frames = dict(zip(mods, outs[: len(mods)]))
-        crop, flip, mv_scale, label, index, valid, error = outs[len(mods):]
+        outs = fn.external_source(source=source, num_outputs=3 * n + 5, batch=False, parallel=parallel,
+                                  device="gpu" if gpu_engine else "cpu", layout=["FHWC"] * n + [None] * (2 * n + 5))
+        frames = dict(zip(mods, outs[:n]))
+        crops, flips = dict(zip(mods, outs[n:2 * n])), dict(zip(mods, outs[2 * n:3 * n]))
+        mv_scale, label, index, valid, error = outs[3 * n:]
         if device_id is not None and not gpu_engine:
             frames = {m: x.gpu() for m, x in frames.items()}
         if device_id is not None:
             mv_scale = mv_scale.gpu()
-        out = augment_clip(frames, crop, flip, mv_scale, size=size, antialias=antialias)
+        out = augment_clip(frames, crops, flips, mv_scale, size=size, antialias=antialias,
+                           preprocess=source.preprocess)
         return (*(out[m] for m in mods), label, index, valid, error)
 
     return clip_pipeline()
@@ -332,14 +372,16 @@ class ClipLoader:
     >>> for batch in loader.epoch(0): ...
 
     Epochs must be read in order, starting at ``first_epoch`` (whose first ``start_step`` steps are
-    skipped, to resume). ``kind="auto"`` takes DALI when it is installed.
+    skipped, to resume). ``kind="auto"`` takes DALI when it is installed. ``preprocess``: ``"ours"`` or
+    ``"published"`` (the input conventions of published weights, :mod:`teamnet.augment`).
     """
 
     def __init__(self, videos: VideoList, *, mode: Mode, modalities: Sequence[str], num_segments: int,
                  batch_size: int, size: int, scales: Sequence[float] = CROP_SCALES, flip: bool = True,
                  antialias: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1, first_epoch: int = 0,
                  start_step: int = 0, workers: int = 0, threads: int = 0, device_id: int | None = None,
-                 engine: str = "cpu", kind: Literal["auto", "dali", "torch"] = "auto", cache: bool | str = True):
+                 engine: str = "cpu", kind: Literal["auto", "dali", "torch"] = "auto", cache: bool | str = True,
+                 preprocess: Preprocess = "ours"):
         if kind not in ("auto", "dali", "torch"):
             raise ValueError(f"kind must be 'auto', 'dali' or 'torch', got {kind!r}")
         if kind == "auto":
@@ -354,7 +396,7 @@ class ClipLoader:
         dataset = ClipDataset(videos, num_segments=num_segments, modalities=modalities, mode=mode,
                               backend=engine, cache=cache)
         self.source = ClipSource(dataset, self.plan, size=size, scales=scales, flip=flip, first_epoch=first_epoch,
-                                 start_step=start_step)
+                                 start_step=start_step, preprocess=preprocess)
         self.size = size
         self.antialias = antialias
         local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", world_size if world_size > 1 else 1))
@@ -467,7 +509,8 @@ class _FallbackDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, k: int):
         it = self.source.item(self.epoch, self.skip + k)
-        frames = reference_transform(it.window, self.source.size, antialias=self.antialias, **it.arrays)
+        frames = reference_transform(it.windows, self.source.size, antialias=self.antialias,
+                                     preprocess=self.source.preprocess, **it.arrays)
         return frames, it.label, it.index, int(it.valid), _error_bytes(it.error)
 
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from teamnet.augment import CropWindow, centre_square, eval_views, reference_transform
-from teamnet.checkpoint import load_checkpoint
+from teamnet.checkpoint import choose_preprocess, load_model
 
 #: Longer GOPs than this are re-encoded: the models are trained on GOP-12 accumulations.
 MAX_GOP = 60
@@ -90,8 +90,11 @@ class Predictor:
     """A checkpoint ready to classify clips: ``Predictor(path)(video) -> (probabilities, sample, note)``."""
 
     def __init__(self, checkpoint: str | os.PathLike, *, device: str = "cpu", num_segments: int | None = None,
-                 crops: int | None = None):
-        self.model, ckpt = load_checkpoint(checkpoint, map_location="cpu")
+                 crops: int | None = None, preprocess: str | None = None):
+        self.model, ckpt = load_model(checkpoint, map_location="cpu")  # ours or a published TEAM-Net file
+        # None: the input conventions the weights were trained with; note: the line saying so, if any
+        self.preprocess, self.preprocess_note = choose_preprocess(preprocess or "auto", ckpt.get("preprocess"),
+                                                                  checkpoint)
         self.model.eval().to(device)
         self.device = device
         data = (ckpt.get("config") or {}).get("data", {})
@@ -107,7 +110,7 @@ class Predictor:
 
     def inputs(self, sample) -> dict[str, torch.Tensor]:
         h, w = getattr(sample, sample.modalities[0]).shape[1:3]
-        frames = reference_transform(centre_square(h, w), self.scale_size,
+        frames = reference_transform(centre_square(h, w), self.scale_size, preprocess=self.preprocess,
                                      **{m: getattr(sample, m) for m in self.model.modalities})
         return {m: x.permute(0, 3, 1, 2)[None].to(self.device) for m, x in frames.items()}
 
@@ -146,7 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m teamnet.predict", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("videos", nargs="+")
-    parser.add_argument("--checkpoint", required=True, help="a teamnet checkpoint (best.pt / last.pt)")
+    parser.add_argument("--checkpoint", required=True,
+                        help="a teamnet checkpoint (best.pt / last.pt) or a published TEAM-Net one")
     parser.add_argument("--topk", type=int, default=5)
     parser.add_argument("--segments", type=int, default=None, help="default: the checkpoint's test_segments")
     parser.add_argument("--crops", type=int, default=None, choices=[1, 2, 5, 10], help="default: the checkpoint's")
@@ -154,9 +158,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="draw the streams' class activation maps (one file per video when several)")
     parser.add_argument("--no-reencode", action="store_true", help="fail instead of re-encoding unreadable videos")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--preprocess", choices=["ours", "published"], default=None,
+                        help="input conventions; default: those the checkpoint was trained with")
     args = parser.parse_args(argv)
 
-    predictor = Predictor(args.checkpoint, device=args.device, num_segments=args.segments, crops=args.crops)
+    predictor = Predictor(args.checkpoint, device=args.device, num_segments=args.segments, crops=args.crops,
+                          preprocess=args.preprocess)
+    if predictor.preprocess_note:
+        print(predictor.preprocess_note, file=sys.stderr)
     failed = 0
     for video in args.videos:
         try:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -39,7 +40,8 @@ import yaml
 from torch import nn
 
 from teamnet.augment import eval_views
-from teamnet.checkpoint import state_dict_of, unwrap_model, load_state_dict_checked, save_checkpoint
+from teamnet.checkpoint import (choose_preprocess, init_from_checkpoint, load_state_dict_checked, preprocess_of,
+                                save_checkpoint, unwrap_model)
 from teamnet.config import TrainConfig, config_to_dict, load_config
 from teamnet.dali_loader import ClipLoader
 from teamnet.datasets import BadVideoReport, VideoList, ensure_synthetic, load_split
@@ -150,10 +152,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def build(cfg: TrainConfig, num_classes: int) -> nn.Module:
     model = build_model(cfg.model.name, num_classes=num_classes, **cfg.model.kwargs)
     if cfg.model.init_from:
-        # e.g. Kinetics weights for UCF-101: everything but the classifiers (init_exclude), with a report
-        checkpoint = torch.load(cfg.model.init_from, map_location="cpu", weights_only=True)
-        report = load_state_dict_checked(model, state_dict_of(checkpoint), strict=False,
-                                         exclude=cfg.model.init_exclude, what=cfg.model.init_from)
+        # e.g. Kinetics weights for UCF-101: everything but the classifiers (init_exclude), with a report;
+        # ours or a published TEAM-Net/TSN checkpoint
+        report = init_from_checkpoint(model, cfg.model.init_from, exclude=cfg.model.init_exclude)
         if int(os.environ.get("RANK", 0)) == 0:
             print(f"initialised from {cfg.model.init_from}: {report}", flush=True)
     return model
@@ -235,7 +236,8 @@ def _loader(cfg: TrainConfig, videos: VideoList, mode: str, modalities, env: Dis
         batch_size=cfg.optim.batch_size if train else (d.eval_batch_size or cfg.optim.batch_size),
         size=d.crop_size if train else d.scale_size, scales=d.scales, flip=d.flip and train,
         antialias=d.antialias, seed=cfg.seed, rank=env.rank, world_size=env.world_size, workers=d.workers,
-        device_id=env.device.index if env.device.type == "cuda" else None, engine=d.engine, kind=d.loader, **kw)
+        device_id=env.device.index if env.device.type == "cuda" else None, engine=d.engine, kind=d.loader,
+        preprocess=d.preprocess, **kw)
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
@@ -252,6 +254,13 @@ def _train(cfg: TrainConfig, env: Dist) -> dict[str, Any]:
 
     out_dir = Path(cfg.out_dir)
     main = env.is_main
+    # data.preprocess "auto": the input conventions init_from's weights were trained with (published
+    # checkpoints: "published"), else ours; resolved before the config is written or saved anywhere.
+    weights = preprocess_of(cfg.model.init_from) if cfg.model.init_from else None
+    preprocess, note = choose_preprocess(cfg.data.preprocess, weights, cfg.model.init_from)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, preprocess=preprocess))
+    if main and note:
+        print(note, flush=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     show = main and cfg.progress

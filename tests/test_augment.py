@@ -1,4 +1,5 @@
-"""The reference augmentation: one window and flip per clip, MV scaling and negation, normalisation."""
+"""The reference augmentation: one window and flip per clip, MV scaling and negation, normalisation; and the
+published input conventions (``preprocess="published"``) checked against DESIGN's description."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from teamnet.augment import (
     MV_OFFSET,
     CropWindow,
     centre_square,
+    draw_windows,
     eval_views,
     multiscale_crop,
     normalise_iframe,
@@ -113,3 +115,95 @@ def test_eval_views_flip_negates_mv_x():
     assert torch.allclose(views[9]["mv"], want, atol=1e-6)
     with pytest.raises(ValueError):
         eval_views(batch, 16, 3)
+
+
+# -- preprocess="published": the inputs published weights were trained on (DESIGN §2, §3) ------------------
+# The expected values are written out in NumPy from DESIGN's description, not with teamnet.augment:
+#   I-frame   RGB, /255, ImageNet mean and std (as ours)
+#   MV        mv*127.5/20 rounded to an integer, +128, clipped to [0, 255] as uint8, BEFORE any resize and
+#             not rescaled with it; a flip mirrors the field and negates x (code c -> 256 - c); /255 - 0.5
+#   residual  BGR channel order; +128, clip [0, 255], /255 - 0.5, / ImageNet std (by channel position)
+def _published_mv_code(mv: np.ndarray) -> np.ndarray:
+    v = mv.astype(np.float64) * 127.5 / 20
+    rounded = np.sign(v) * np.floor(np.abs(v) + 0.5)  # nearest integer, halves away from zero
+    return np.clip(rounded + 128, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_published_arithmetic_for_every_modality(flip):
+    rng = np.random.default_rng(3)
+    t, h, w, size = 2, 30, 40, 20
+    iframe = rng.integers(0, 256, (t, h, w, 3)).astype(np.uint8)
+    mv = rng.integers(-40, 41, (t, h, w, 2)).astype(np.int16)
+    mv[0, 3, 5:14, 0] = [4, -4, 12, -12, 1, -1, 21, -21, 0]  # ties, +-1 px, saturation, zero
+    residual = rng.integers(-300, 300, (t, h, w, 3)).astype(np.int16)
+    win = CropWindow(5, 3, size, size, flip)  # window = output size: no resize, every pixel checkable
+    got = reference_transform(win, size, iframe=iframe, mv=mv, residual=residual, antialias=False,
+                              preprocess="published")
+
+    def crop(a):
+        a = a[:, 3:3 + size, 5:5 + size]
+        return a[:, :, ::-1] if flip else a
+
+    mean, std = np.array(IMAGENET_MEAN), np.array(IMAGENET_STD)
+    want_i = (crop(iframe) / 255.0 - mean) / std
+    code = crop(_published_mv_code(mv)).astype(np.float64)
+    if flip:
+        code[..., 0] = 256 - code[..., 0]
+    want_mv = code / 255 - 0.5
+    bgr = crop(residual)[..., ::-1].astype(np.float64)
+    want_r = (np.clip(bgr + 128, 0, 255) / 255 - 0.5) / std
+    for name, want in (("iframe", want_i), ("mv", want_mv), ("residual", want_r)):
+        np.testing.assert_allclose(got[name].numpy(), want, atol=2e-6, err_msg=name)
+    # spot values of the MV code: 4 px -> 25.5 -> 26 -> 154, -4 -> 102, 1 -> 134, -1 -> 122, +-21 saturate
+    codes = _published_mv_code(np.array([4, -4, 12, -12, 1, -1, 21, -21, 0]))
+    assert codes.tolist() == [154, 102, 205, 51, 134, 122, 255, 0, 128]
+    # the residual's channels really are reversed (and the I-frame's are not): ours differs here
+    ours = reference_transform(win, size, iframe=iframe, residual=residual, antialias=False)
+    assert torch.equal(ours["iframe"], got["iframe"]) and not torch.allclose(ours["residual"], got["residual"])
+
+
+def test_published_mv_is_quantised_before_the_resize_and_not_rescaled():
+    t, h, w = 1, 50, 40
+    mv = np.zeros((t, h, w, 2), np.int16)
+    mv[..., 0] = np.where(np.arange(w) % 2, 3, 0)  # columns alternate 0 and 3 px
+    mv[..., 1] = -2
+    win = CropWindow(0, 0, w, h)
+    got = reference_transform(win, 20, mv=mv, antialias=False, preprocess="published")["mv"]
+    # halving the width averages column pairs: codes 128 and 147 (3 px -> 19.125 -> 19) give 137.5;
+    # quantising after the resize would give round(1.5 * 6.375) + 128 = 138
+    np.testing.assert_allclose(got[..., 0].numpy(), 137.5 / 255 - 0.5, atol=1e-6)
+    # y: -2 px -> -12.75 -> -13 -> 115 whatever the resize (ours would scale it by 20/50 first)
+    np.testing.assert_allclose(got[..., 1].numpy(), 115 / 255 - 0.5, atol=1e-6)
+
+
+def test_draw_windows_shared_for_ours_and_per_modality_for_published():
+    mods = ("iframe", "mv", "residual")
+    ours = draw_windows("train", 240, 320, np.random.default_rng(4), mods)
+    assert set(ours) == set(mods) and len(set(ours.values())) == 1
+    assert ours["mv"] == multiscale_crop(240, 320, np.random.default_rng(4))  # the same draws as before
+    rng, again = np.random.default_rng(4), np.random.default_rng(4)
+    distinct = 0
+    for _ in range(20):
+        pub = draw_windows("train", 240, 320, rng, mods, preprocess="published")
+        assert [pub[m] for m in mods] == [multiscale_crop(240, 320, again) for _ in mods]  # one draw each, in order
+        distinct += len(set(pub.values())) > 1
+    assert distinct > 10
+    test = draw_windows("test", 240, 320, None, mods, preprocess="published")
+    assert set(test.values()) == {centre_square(240, 320)}
+    with pytest.raises(ValueError, match=r"preprocess must be one of \['ours', 'published'\], got 'bgr'"):
+        draw_windows("train", 240, 320, rng, mods, preprocess="bgr")
+    with pytest.raises(ValueError, match="preprocess must be one of"):
+        reference_transform(centre_square(24, 24), 24, mv=np.zeros((1, 24, 24, 2)), preprocess="coviar")
+
+
+def test_published_test_view_flip_matches_the_flipped_window():
+    rng = np.random.default_rng(2)
+    mv = rng.integers(-30, 30, (2, 24, 24, 2)).astype(np.int16)
+    residual = rng.integers(-200, 200, (2, 24, 24, 3)).astype(np.int16)
+    norm = reference_transform(centre_square(24, 24), 24, mv=mv, residual=residual, preprocess="published")
+    views = eval_views({m: x.permute(0, 3, 1, 2)[None] for m, x in norm.items()}, 24, 2)
+    flipped = reference_transform(CropWindow(0, 0, 24, 24, True), 24, mv=mv, residual=residual,
+                                  preprocess="published")
+    for m in ("mv", "residual"):
+        torch.testing.assert_close(views[1][m], flipped[m].permute(0, 3, 1, 2)[None], atol=1e-6, rtol=0)

@@ -1,4 +1,5 @@
-"""Published checkpoints load key for key, mismatches are reported, ours round-trip atomically.
+"""Published checkpoints load key for key, mismatches are reported, ours round-trip atomically; every
+load says which input conventions (``preprocess``) its weights need.
 
 The published state dicts are built here from torchvision's own ResNets and the key names in
 DESIGN §3 (the TEAM-Net repository's ``TEAM_Net``, CoViAR's ``Model``, TSM's ``TSN``), not from our
@@ -58,15 +59,18 @@ def published_stream(depth: int, modality: str, tsm: bool = False) -> dict[str, 
     return out
 
 
-def published_teamnet(num_classes: int = K, tsm: bool = False) -> dict[str, torch.Tensor]:
+def published_teamnet(num_classes: int = K, tsm: bool = False, iframe_depth: int = 50) -> dict[str, torch.Tensor]:
+    """The published TEAM-Net's state dict; ``iframe_depth=18`` gives a small one of the same layout."""
     state = {}
-    for prefix, depth, modality in (("I_model.", 50, "iframe"), ("MV_model.", 18, "mv"), ("R_model.", 18, "residual")):
+    streams = (("I_model.", iframe_depth, "iframe"), ("MV_model.", 18, "mv"), ("R_model.", 18, "residual"))
+    for prefix, depth, modality in streams:
         state.update({prefix + k: v for k, v in published_stream(depth, modality, tsm).items()})
         width = 2048 if depth == 50 else 512
         state[prefix + "new_fc.weight"] = torch.empty(num_classes, width)
         state[prefix + "new_fc.bias"] = torch.empty(num_classes)
     # team0..3: channels of (I, MV, R) after conv1+pool, layer1, layer2, layer3.
-    for k, (ci, cp) in enumerate([(64, 64), (256, 64), (512, 128), (1024, 256)]):
+    i_channels = (64, 256, 512, 1024) if iframe_depth == 50 else (64, 64, 128, 256)
+    for k, (ci, cp) in enumerate(zip(i_channels, (64, 64, 128, 256))):
         c = ci + 2 * cp
         state[f"team{k}.fc_squeeze.weight"] = torch.empty(c // 4, c)
         state[f"team{k}.fc_i.weight"] = torch.empty(ci, c // 4)
@@ -106,7 +110,9 @@ def test_published_file_is_read_with_weights_only(tmp_path):
     path = tmp_path / "resnet50_tsn_8f.pth.tar"
     torch.save({"epoch": 31, "arch": "resnet50", "state_dict": published_teamnet(), "best_prec1": 94.3}, path)
     model = teamnet_r50(num_classes=K)
-    assert load_published(model, path).ok
+    report = load_published(model, path)
+    assert report.ok and report.preprocess == "published"
+    assert "use preprocess='published'" in str(report)  # what train.py prints after model.init_from
     with pytest.raises(ValueError, match="use load_published"):
         load_checkpoint(path, model)
 
@@ -205,7 +211,8 @@ def test_published_tsn_and_coviar_streams():
 
     files = {m: coviar_stream(50 if m == "iframe" else 18, m) for m in ("iframe", "mv", "residual")}
     model = coviar_r50(num_classes=K)
-    assert load_published_coviar(model, **files).ok
+    report = load_published_coviar(model, **files)
+    assert report.ok and report.preprocess == "published"
     assert_same(model.heads["mv"].fc.bias, files["mv"]["state_dict"]["module.base_model.fc.bias"])
     assert_same(model.streams["residual"].input_bn.weight, files["residual"]["state_dict"]["module.data_bn.weight"])
     with pytest.raises(TypeError, match="load_published_coviar"):
@@ -263,3 +270,93 @@ def test_save_is_atomic(tmp_path, monkeypatch):
         save_checkpoint(path, model, epoch=2)
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["ckpt.pt"]
+
+
+# -- input conventions: recorded in ours, "published" for published files ----------------------------------
+@pytest.fixture(scope="module")
+def small_teamnet():
+    """A TEAM-Net with ResNet-18 streams, built once (building is the slow part of these tests)."""
+    return teamnet(num_classes=K, iframe_depth=18)
+
+
+def test_preprocess_round_trips_through_our_checkpoints(tmp_path, small_teamnet):
+    for recorded in (None, "ours", "published"):
+        config = {"data": {"preprocess": recorded}} if recorded else {}
+        path = save_checkpoint(tmp_path / f"{recorded}.pt", small_teamnet, config=config)
+        raw = torch.load(path, weights_only=True)
+        assert raw["preprocess"] == (recorded or "ours")  # from the run's config; ours when it says nothing
+        assert checkpoint_module.preprocess_of(path) == raw["preprocess"]
+    _, checkpoint = load_checkpoint(path, small_teamnet)
+    assert checkpoint["preprocess"] == "published"
+    # an explicit argument wins over the config; a bad value is refused before anything is written
+    explicit = save_checkpoint(tmp_path / "b.pt", small_teamnet, config={"data": {"preprocess": "ours"}},
+                               preprocess="published")
+    assert torch.load(explicit, weights_only=True)["preprocess"] == "published"
+    with pytest.raises(ValueError, match="preprocess must be one of"):
+        save_checkpoint(tmp_path / "c.pt", small_teamnet, preprocess="rgb")
+    assert not (tmp_path / "c.pt").exists()
+
+
+def test_checkpoints_written_before_the_setting_read_as_ours(tmp_path, small_teamnet):
+    path = save_checkpoint(tmp_path / "old.pt", small_teamnet, config={"lr": 0.01})
+    raw = torch.load(path, weights_only=True)
+    del raw["preprocess"]
+    torch.save(raw, path)
+    assert load_checkpoint(path, small_teamnet)[1]["preprocess"] == "ours"
+    raw["config"] = {"data": {"preprocess": "published"}}  # no top-level key, but the run's config says
+    assert checkpoint_module.preprocess_of(raw) == "published"
+
+
+def test_published_and_plain_state_dicts(small_teamnet):
+    published = published_teamnet(iframe_depth=18)
+    assert checkpoint_module.is_published(published) and checkpoint_module.preprocess_of(published) == "published"
+    assert checkpoint_module.is_published({"state_dict": {"module." + k: v for k, v in published.items()}})
+    ours = small_teamnet.state_dict()
+    assert not checkpoint_module.is_published(ours) and checkpoint_module.preprocess_of(ours) is None
+
+
+def test_choose_preprocess():
+    choose = checkpoint_module.choose_preprocess
+    assert choose("auto", None) == ("ours", None)  # training from scratch / ImageNet: ours, silently
+    assert choose("auto", "ours", "k400.pt") == ("ours", None)
+    chosen, note = choose("auto", "published", "teamnet_ucf101.pth.tar")
+    assert chosen == "published" and "teamnet_ucf101.pth.tar" in note and "override" in note
+    chosen, note = choose("ours", "published", "teamnet_ucf101.pth.tar")  # set explicitly: kept, and said
+    assert chosen == "ours" and "as set" in note
+    assert choose("published", None) == ("published", None)
+    with pytest.raises(ValueError, match="preprocess must be one of"):
+        choose("BGR", None)
+
+
+def test_init_from_our_published_and_plain_checkpoints(tmp_path, small_teamnet):
+    published = published_teamnet(iframe_depth=18)
+    model = small_teamnet
+    report = checkpoint_module.init_from_checkpoint(model, {"epoch": 3, "state_dict": published},
+                                                    exclude=("heads.",))
+    assert report.ok and report.preprocess == "published" and len(report.excluded) == 6
+    assert_same(model.state_dict()["team.layer1.channel.squeeze.weight"], published["team1.fc_squeeze.weight"])
+    path = save_checkpoint(tmp_path / "ft.pt", model, preprocess="published")  # fine-tuned from published
+    report = checkpoint_module.init_from_checkpoint(model, path)
+    assert report.ok and report.preprocess == "published"
+    report = checkpoint_module.init_from_checkpoint(model, model.state_dict())
+    assert report.ok and report.preprocess is None
+
+
+@pytest.mark.parametrize("tsm", [False, True])
+def test_load_model_rebuilds_a_published_teamnet_from_its_keys(tmp_path, tsm):
+    state = published_teamnet(num_classes=5, tsm=tsm, iframe_depth=18)
+    path = tmp_path / "published.pth.tar"
+    torch.save({"epoch": 30, "arch": "resnet18", "state_dict": state, "best_prec1": 90.0}, path)
+    model, checkpoint = checkpoint_module.load_model(path)
+    assert checkpoint["preprocess"] == "published" and checkpoint["epoch"] == 30
+    assert model.build_spec["kwargs"] | {"temporal_shift": tsm} == {
+        "num_classes": 5, "iframe_depth": 18, "mv_depth": 18, "residual_depth": 18, "temporal_shift": tsm,
+        "num_segments": 8 if tsm else None}
+    assert_same(model.state_dict()["heads.iframe.fc.weight"], state["I_model.new_fc.weight"])
+    if not tsm:
+        ours = save_checkpoint(tmp_path / "ours.pt", model, preprocess="ours")
+        assert checkpoint_module.load_model(ours)[1]["preprocess"] == "ours"
+    tsn = tmp_path / "tsn.pth.tar"
+    torch.save({"state_dict": published_stream(18, "iframe")}, tsn)
+    with pytest.raises(ValueError, match="not TEAM-Net's"):
+        checkpoint_module.load_model(tsn)

@@ -1,4 +1,5 @@
-"""The DALI pipeline against the reference augmentation, data order and sharding, resume offsets, bad videos.
+"""The DALI pipeline against the reference augmentation (both ``preprocess`` conventions), data order and
+sharding, resume offsets, bad videos.
 
 Runs the CPU-only pipeline (``device_id=None``); skipped when nvidia-dali is not installed.
 """
@@ -44,13 +45,13 @@ class _FakeDataset:
         return _FakeSample(gen, self.num_segments, h, w), None
 
 
-def _run_pipeline(mode, antialias, flip=True, n=8, size=24):
+def _run_pipeline(mode, antialias, flip=True, n=8, size=24, preprocess="ours"):
     from nvidia.dali.plugin.pytorch import DALIGenericIterator
 
     from teamnet.dali_loader import build_pipeline
 
     plan = EpochPlan(n, 4, mode, seed=5)
-    source = ClipSource(_FakeDataset(n), plan, size=size, flip=flip)
+    source = ClipSource(_FakeDataset(n), plan, size=size, flip=flip, preprocess=preprocess)
     pipe = build_pipeline(source, batch_size=4, size=size, antialias=antialias, workers=1, threads=1)
     out = []
     for data in DALIGenericIterator(pipe, [*MODALITIES, "label", "index", "valid", "error"]):
@@ -58,18 +59,20 @@ def _run_pipeline(mode, antialias, flip=True, n=8, size=24):
     return source, out
 
 
+@pytest.mark.parametrize("preprocess", ["ours", "published"])
 @pytest.mark.parametrize("mode,antialias", [("train", False), ("train", True), ("test", False)])
-def test_pipeline_matches_reference(mode, antialias):
-    source, batches = _run_pipeline(mode, antialias)
-    flips = 0
+def test_pipeline_matches_reference(mode, antialias, preprocess):
+    source, batches = _run_pipeline(mode, antialias, preprocess=preprocess)
+    flips = apart = 0
     for b, batch in enumerate(batches):
         for k in range(4):
             item = source.item(0, b * 4 + k)
             assert int(batch["index"][k]) == item.index and int(batch["valid"][k]) == item.valid
             if not item.valid:
                 continue
-            flips += item.window.flip
-            want = reference_transform(item.window, 24, antialias=antialias, **item.arrays)
+            flips += any(w.flip for w in item.windows.values())
+            apart += len(set(item.windows.values())) > 1
+            want = reference_transform(item.windows, 24, antialias=antialias, preprocess=preprocess, **item.arrays)
             for m in MODALITIES:
                 got = batch[m][k]
                 if antialias:  # DALI's and PyTorch's antialiasing filters differ slightly
@@ -78,6 +81,8 @@ def test_pipeline_matches_reference(mode, antialias):
                     torch.testing.assert_close(got, want[m], atol=2e-4, rtol=1e-5)
     if mode == "train":
         assert flips > 0
+    # published training draws a window per modality; ours (and every test clip) one per clip
+    assert (apart > 0) == (mode == "train" and preprocess == "published")
 
 
 def test_bad_video_travels_as_invalid_with_its_message():
@@ -122,10 +127,11 @@ def _loader(videos, kind, **kw):
     return ClipLoader(videos, **args)
 
 
-def test_dali_and_fallback_loaders_agree_on_real_clips(tiny):
+@pytest.mark.parametrize("preprocess", ["ours", "published"])
+def test_dali_and_fallback_loaders_agree_on_real_clips(tiny, preprocess):
     videos = load_split(tiny, "train")
-    dali = list(_loader(videos, "dali").epoch(0))
-    ref = list(_loader(videos, "torch").epoch(0))
+    dali = list(_loader(videos, "dali", preprocess=preprocess).epoch(0))
+    ref = list(_loader(videos, "torch", preprocess=preprocess).epoch(0))
     assert len(dali) == len(ref) == len(videos) // 4
     for a, b in zip(dali, ref):
         assert torch.equal(a.indices, b.indices) and torch.equal(a.labels, b.labels) and bool(a.valid.all())
@@ -182,3 +188,21 @@ def test_source_picks_do_not_depend_on_rank(tiny):
     assert a.index == b.index and a.window == b.window
     assert all(np.array_equal(a.arrays[m], b.arrays[m]) for m in MODALITIES)
     assert isinstance(a.window, CropWindow)
+
+
+def test_published_clip_has_a_window_per_modality():
+    source = ClipSource(_FakeDataset(8), EpochPlan(8, 4, "train", seed=5), size=24, preprocess="published")
+    items = [source.item(0, k) for k in range(8)]
+    apart = [it for it in items if it.valid and len(set(it.windows.values())) > 1]
+    assert apart, "eight clips and not one with distinct windows per modality"
+    with pytest.raises(ValueError, match="one window per modality"):
+        apart[0].window
+    # what the pipeline is told: each modality's own window and flip, and MVs not rescaled
+    out = source(type("Info", (), {"epoch_idx": 0, "idx_in_epoch": items.index(apart[0])})())
+    n = len(MODALITIES)
+    crops, flips, mv_scale = out[n:2 * n], out[2 * n:3 * n], out[3 * n]
+    for m, crop, flip in zip(MODALITIES, crops, flips):
+        assert np.array_equal(crop, apart[0].windows[m].as_array()) and int(flip) == apart[0].windows[m].flip
+    assert mv_scale.tolist() == [-1.0 if apart[0].windows["mv"].flip else 1.0, 1.0]
+    with pytest.raises(ValueError, match="preprocess must be one of"):
+        ClipSource(_FakeDataset(8), EpochPlan(8, 4), size=24, preprocess="BGR")

@@ -165,7 +165,8 @@ class CpuStage:
         index.check_readable()
         want_i, want_mv, want_res = (m in mods for m in MODALITIES)
         chain = want_mv or want_res
-        by_gop = group_picks(picks, index.gop_lengths, path=index.path, chain=chain)
+        p_positions = index.p_positions  # None unless B-frames are skipped (MPEG-4 Part 2)
+        by_gop = group_picks(picks, index.gop_lengths, path=index.path, chain=chain, positions=p_positions)
         h, w = index.height, index.width
         upload = self.pixels == "upload"
 
@@ -213,7 +214,12 @@ class CpuStage:
         t = len(picks)
         gops = np.array([g for g, _ in picks], np.int64)
         positions = np.array([p for _, p in picks], np.int64)
-        chain_len = positions.copy() if chain else np.zeros(t, np.int64)
+        if not chain:
+            chain_len = np.zeros(t, np.int64)
+        elif p_positions is None:
+            chain_len = positions.copy()
+        else:  # B-frames are not in the chain: count the GOP's P-frames up to the position
+            chain_len = np.array([sum(1 for q in p_positions[g] if q <= p) for g, p in picks], np.int64)
         iframe_slot = np.array([slot_of.get((g, 0), -1) for g in gops], np.int32)
         frame_slot = np.array([slot_of.get((g, p), -1) if want_res else -1 for g, p in picks], np.int32)
         stats = {"demux": reader.stats["demux"], "decode": reader.stats["decode"], "frames": reader.stats["frames"],

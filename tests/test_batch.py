@@ -74,6 +74,23 @@ def test_gpu_stage_equals_cpu_backend_on_real_clips(real_dir, name):
     assert_batch_equals_cpu(batch, [ix, ix], picks)
 
 
+def test_gpu_stage_equals_cpu_backend_with_skipped_b_frames(real_dir, tmp_path):
+    """MPEG-4 Part 2 with B-frames: the packet carries only the P-frames of each chain, and the chain
+    lengths count P-frames, not positions (a synthetic clip and an HMDB-51 AVI in one batch)."""
+    from tests.test_bframes import encode_mpeg4
+    from tests.test_engine import textured_translation
+
+    synthetic = encode_mpeg4(tmp_path / "b2.mp4", textured_translation(96, 64, 30, 3, -2), b_frames=2)
+    indexes = [index_video(synthetic, cache=False),
+               index_video(real_dir / "TrumanShow_wave_f_nm_np1_fr_med_26.avi", cache=False)]
+    assert all(ix.skips_b_frames for ix in indexes)
+    picks = [sample_gops(ix.gop_lengths, 6, mode="train", rng=5, positions=ix.p_positions) for ix in indexes]
+    stage = CpuStage()
+    packets = [stage(ix, p) for ix, p in zip(indexes, picks)]
+    assert list(packets[0].chain_len) == [sum(q <= pos for q in indexes[0].p_positions[g]) for g, pos in picks[0]]
+    assert_batch_equals_cpu(GpuStage(HostExecutor())(packets), indexes, picks)
+
+
 @pytest.mark.parametrize("modalities", [("iframe",), ("mv",), ("residual",), ("iframe", "mv")])
 def test_modality_subsets(clips, modalities):
     picks = [sample_gops(ix.gop_lengths, 5, mode="train", rng=7) for ix in clips[:2]]

@@ -48,7 +48,7 @@ EVAL_CROPS: tuple[int, ...] = (1, 2, 5, 10)
 #: Input conventions: ours, or those the published weights were trained on (module docstring).
 Preprocess = Literal["ours", "published"]
 PREPROCESS: tuple[str, ...] = ("ours", "published")
-#: Published MV code: ``mv * MV_STEP`` rounded, ``+ 128``, clipped to [0, 255] (DESIGN §2: ``mv*127.5/20 + 128``).
+#: Published MV code: ``mv * MV_STEP`` truncated toward zero, ``+ 128``, clipped to [0, 255] (DESIGN §2: ``mv*127.5/20 + 128``).
 MV_STEP: float = 127.5 / MV_BOUND
 
 
@@ -144,12 +144,11 @@ NORMALISE = {"iframe": normalise_iframe, "mv": normalise_mv, "residual": normali
 def quantise_mv(mv: torch.Tensor) -> torch.Tensor:
     """``"published"``: the MV code the published models read, made before any resizing (DESIGN §2, §3).
 
-    ``mv * 127.5 / 20`` rounded to the nearest integer (halves away from zero, so the code of ``-mv`` is
-    ``256 -`` the code of ``mv``), ``+ 128``, clipped to [0, 255]: an MV of 0 is 128 and anything beyond
-    about +-20 px saturates. Float values, integer-valued.
+    ``mv * 127.5 / 20`` truncated toward zero (the official dataset code's ``astype(np.int32)``; so the
+    code of ``-mv`` is ``256 -`` the code of ``mv``), ``+ 128``, clipped to [0, 255]: an MV of 0 is 128 and
+    anything beyond about +-20 px saturates. Float values, integer-valued.
     """
-    v = mv * MV_STEP
-    return (torch.sign(v) * torch.floor(v.abs() + 0.5) + 128.0).clamp(0.0, 255.0)
+    return (torch.trunc(mv * MV_STEP) + 128.0).clamp(0.0, 255.0)
 
 
 def _as_float_tensor(a) -> torch.Tensor:

@@ -279,10 +279,10 @@ def augment_clip(inputs: dict, crops: dict, flips: dict, mv_scale, *, size: int,
         crop = crops[name]
         x = fn.slice(x, crop[0:2], crop[2:4], axes=[2, 1], normalized_anchor=False, normalized_shape=False)
         if published and name == "mv":
-            # quantise_mv before the resize: round half away from zero, written with floor/ceil because
-            # DALI has no sign() and its float->int cast may round differently on CPU and GPU.
+            # quantise_mv before the resize: truncate toward zero, written with floor/ceil because
+            # DALI has no trunc() and its float->int cast may round differently on CPU and GPU.
             v = x * MV_STEP
-            v = math.max(math.floor(v + 0.5), 0.0) + math.min(math.ceil(v - 0.5), 0.0)
+            v = math.max(math.floor(v), 0.0) + math.min(math.ceil(v), 0.0)
             x = math.clamp(v + 128.0, 0.0, 255.0)
         x = fn.resize(x, size=[size, size], antialias=antialias, dtype=types.FLOAT)
         x = fn.flip(x, horizontal=flips[name])

@@ -120,13 +120,13 @@ def test_eval_views_flip_negates_mv_x():
 # -- preprocess="published": the inputs published weights were trained on (DESIGN §2, §3) ------------------
 # The expected values are written out in NumPy from DESIGN's description, not with teamnet.augment:
 #   I-frame   RGB, /255, ImageNet mean and std (as ours)
-#   MV        mv*127.5/20 rounded to an integer, +128, clipped to [0, 255] as uint8, BEFORE any resize and
+#   MV        mv*127.5/20 truncated toward zero to an integer, +128, clipped to [0, 255] as uint8, BEFORE any resize and
 #             not rescaled with it; a flip mirrors the field and negates x (code c -> 256 - c); /255 - 0.5
 #   residual  BGR channel order; +128, clip [0, 255], /255 - 0.5, / ImageNet std (by channel position)
 def _published_mv_code(mv: np.ndarray) -> np.ndarray:
     v = mv.astype(np.float64) * 127.5 / 20
-    rounded = np.sign(v) * np.floor(np.abs(v) + 0.5)  # nearest integer, halves away from zero
-    return np.clip(rounded + 128, 0, 255).astype(np.uint8)
+    truncated = np.fix(v)  # toward zero, as the official code's astype(np.int32)
+    return np.clip(truncated + 128, 0, 255).astype(np.uint8)
 
 
 @pytest.mark.parametrize("flip", [False, True])
@@ -155,9 +155,9 @@ def test_published_arithmetic_for_every_modality(flip):
     want_r = (np.clip(bgr + 128, 0, 255) / 255 - 0.5) / std
     for name, want in (("iframe", want_i), ("mv", want_mv), ("residual", want_r)):
         np.testing.assert_allclose(got[name].numpy(), want, atol=2e-6, err_msg=name)
-    # spot values of the MV code: 4 px -> 25.5 -> 26 -> 154, -4 -> 102, 1 -> 134, -1 -> 122, +-21 saturate
+    # spot values of the MV code: 4 px -> 25.5 -> 25 -> 153, -4 -> 103, 1 -> 6.375 -> 134, -1 -> 122, +-21 saturate
     codes = _published_mv_code(np.array([4, -4, 12, -12, 1, -1, 21, -21, 0]))
-    assert codes.tolist() == [154, 102, 205, 51, 134, 122, 255, 0, 128]
+    assert codes.tolist() == [153, 103, 204, 52, 134, 122, 255, 0, 128]
     # the residual's channels really are reversed (and the I-frame's are not): ours differs here
     ours = reference_transform(win, size, iframe=iframe, residual=residual, antialias=False)
     assert torch.equal(ours["iframe"], got["iframe"]) and not torch.allclose(ours["residual"], got["residual"])
@@ -173,8 +173,8 @@ def test_published_mv_is_quantised_before_the_resize_and_not_rescaled():
     # halving the width averages column pairs: codes 128 and 147 (3 px -> 19.125 -> 19) give 137.5;
     # quantising after the resize would give round(1.5 * 6.375) + 128 = 138
     np.testing.assert_allclose(got[..., 0].numpy(), 137.5 / 255 - 0.5, atol=1e-6)
-    # y: -2 px -> -12.75 -> -13 -> 115 whatever the resize (ours would scale it by 20/50 first)
-    np.testing.assert_allclose(got[..., 1].numpy(), 115 / 255 - 0.5, atol=1e-6)
+    # y: -2 px -> -12.75 -> -12 (toward zero) -> 116 whatever the resize (ours would scale it by 20/50 first)
+    np.testing.assert_allclose(got[..., 1].numpy(), 116 / 255 - 0.5, atol=1e-6)
 
 
 def test_draw_windows_shared_for_ours_and_per_modality_for_published():

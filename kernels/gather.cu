@@ -68,31 +68,49 @@ extern "C" __global__ void yuv420_to_rgb(const gd_u8* __restrict__ y_plane, int 
 }
 
 // Residual of the n pixels of a run whose sources s[0 .. n) are known: F_k (f, RGB) minus the I-frame
-// at each source. Where the sources are n consecutive pixels of one row (common: any run that one
-// MV moved as a block), the I-frame bytes are one contiguous block and the loop is a plain
-// vectorisable subtraction; elsewhere each pixel reads its own source.
+// at each source. The I-frame pixels are fetched into the line buffer g first, in groups of 8 (the
+// engine's MV cell): a group whose sources are 8 consecutive pixels of one row (common: any block
+// that moved as one) is one contiguous copy; elsewhere each pixel is fetched on its own. The
+// subtraction is then one unit-stride loop over the run.
 GD_HD void gd_residual_run(const gd_i32* __restrict__ s, const gd_u8* __restrict__ f,
-                           const gd_u8* __restrict__ iframe_rgb, int width, int n, gd_i16* __restrict__ res) {
-    bool contiguous = true;
-    for (int i = 1; i < n; ++i) contiguous &= s[i] == s[0] + i;
-    if (contiguous) {
-        const gd_u8* __restrict__ i_px = iframe_rgb + 3 * (gd_unpack_y(s[0]) * width + gd_unpack_x(s[0]));
-        for (int j = 0; j < 3 * n; ++j) res[j] = (gd_i16)(f[j] - i_px[j]);
-        return;
+                           const gd_u8* __restrict__ iframe_rgb, int width, int height, int n,
+                           gd_i16* __restrict__ res) {
+    const int group = GD_TILE < 8 ? GD_TILE : 8;
+    gd_u8 g[3 * GD_TILE + 1];
+    for (int i0 = 0; i0 < n; i0 += group) {
+        const int m = n - i0 < group ? n - i0 : group;
+        bool contiguous = true;
+        for (int i = 1; i < m; ++i) contiguous &= s[i0 + i] == s[i0] + i;
+        if (contiguous) {
+            const gd_u8* __restrict__ block = iframe_rgb + 3 * (gd_unpack_y(s[i0]) * width + gd_unpack_x(s[i0]));
+            for (int j = 0; j < 3 * m; ++j) g[3 * i0 + j] = block[j];
+            continue;
+        }
+        for (int i = i0; i < i0 + m; ++i) {
+            const int q = gd_unpack_y(s[i]) * width + gd_unpack_x(s[i]);
+#if GD_TILE > 1
+            // Host: one unaligned 4-byte load and store per pixel; the 4th byte is the next pixel's
+            // (overwritten by it, or the slack byte of g). Not at the frame's last pixel: no 4th byte.
+            if (q + 1 < width * height) {
+                unsigned int word;
+                __builtin_memcpy(&word, iframe_rgb + 3 * q, 4);
+                __builtin_memcpy(g + 3 * i, &word, 4);
+                continue;
+            }
+#endif
+            g[3 * i] = iframe_rgb[3 * q];
+            g[3 * i + 1] = iframe_rgb[3 * q + 1];
+            g[3 * i + 2] = iframe_rgb[3 * q + 2];
+        }
     }
-    for (int i = 0; i < n; ++i) {
-        const gd_u8* __restrict__ i_px = iframe_rgb + 3 * (gd_unpack_y(s[i]) * width + gd_unpack_x(s[i]));
-        res[3 * i] = (gd_i16)(f[3 * i] - i_px[0]);
-        res[3 * i + 1] = (gd_i16)(f[3 * i + 1] - i_px[1]);
-        res[3 * i + 2] = (gd_i16)(f[3 * i + 2] - i_px[2]);
-    }
+    for (int j = 0; j < 3 * n; ++j) res[j] = (gd_i16)(f[j] - g[j]);
 }
 
 // One run of gather_mv_residual: pixels x0 .. x0+n-1 of row y (see the kernel below).
 GD_HD void gd_gather_run(const gd_i32* __restrict__ src, const gd_u8* __restrict__ iframe_rgb,
                          const gd_u8* __restrict__ y_plane, int y_stride, const gd_u8* __restrict__ u_row,
                          const gd_u8* __restrict__ v_row, int uv_step, int x0, int y, int n, int width,
-                         const gd_yuv_coeffs& k, gd_i16* __restrict__ mv_out, gd_i16* __restrict__ residual_out) {
+                         int height, const gd_yuv_coeffs& k, gd_i16* __restrict__ mv_out, gd_i16* __restrict__ residual_out) {
     const int p0 = y * width + x0;
     gd_i32 s[GD_TILE];  // S_k of the run; NULL src: position 0, S = identity
     for (int i = 0; i < n; ++i) s[i] = src ? src[p0 + i] : gd_pack(x0 + i, y);
@@ -104,12 +122,7 @@ GD_HD void gd_gather_run(const gd_i32* __restrict__ src, const gd_u8* __restrict
     if (!residual_out) return;  // MV only: no colour conversion, no I-frame read
     gd_u8 f[3 * GD_TILE];       // F_k of the run, in RGB
     gd_rgb_run(y_plane, y_stride, u_row, v_row, uv_step, x0, y, n, k, f);
-    // In sub-runs of 8 pixels (the engine's MV cell): the largest unit likely to move as a block.
-    const int sub = GD_TILE < 8 ? GD_TILE : 8;
-    for (int i = 0; i < n; i += sub) {
-        if (n - i >= sub) gd_residual_run(s + i, f + 3 * i, iframe_rgb, width, sub, residual_out + 3 * (p0 + i));
-        else gd_residual_run(s + i, f + 3 * i, iframe_rgb, width, n - i, residual_out + 3 * (p0 + i));
-    }
+    gd_residual_run(s, f, iframe_rgb, width, height, n, residual_out + 3 * p0);
 }
 
 extern "C" __global__ void gather_mv_residual(const gd_i32* __restrict__ src, const gd_u8* __restrict__ iframe_rgb,
@@ -123,7 +136,7 @@ extern "C" __global__ void gather_mv_residual(const gd_i32* __restrict__ src, co
         const gd_u8* __restrict__ v_row = v_plane + (y >> 1) * uv_stride;
         for (int x0 = (blockIdx.x * blockDim.x + threadIdx.x) * GD_TILE; x0 < width; x0 += blockDim.x * gridDim.x * GD_TILE) {
             gd_gather_run(src, iframe_rgb, y_plane, y_stride, u_row, v_row, uv_step, x0, y, gd_run_length(x0, width),
-                          width, k, mv_out, residual_out);
+                          width, height, k, mv_out, residual_out);
         }
     }
 }

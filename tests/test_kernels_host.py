@@ -164,6 +164,10 @@ def test_gather_matches_twin(k, size, identity):
     if not identity:
         sx, sy = rng.integers(0, width, (height, width)), rng.integers(0, height, (height, width))
         src = ((sy << 16) | sx).astype(np.int32)
+        # The I-frame's last pixel as a source (the host fetches 4 bytes per pixel elsewhere), and
+        # a row of contiguous sources (the host's block copy).
+        src[0, 0:8:2] = src[-1, -1] = ((height - 1) << 16) | (width - 1)
+        src[1, :] = (7 << 16) | np.arange(width)
     mv = np.empty((height, width, 2), np.int16)
     res = np.empty((height, width, 3), np.int16)
     k.gather_mv_residual(src, iframe, y, u, v, 0, mv, res)

@@ -6,13 +6,14 @@
 Inputs are real: a real clip is re-encoded with `gpudecode prepare` (h264, GOP 12) at each size, and
 its first GOP is decoded with MV export; the kernels then run on its MV lists, its accumulated source
 map at the GOP's last P-frame, its planes and its I-frame. Per frame and kernel the figure is the
-median of ``--repeats`` calls in CPU time of the calling thread (``time.thread_time``: on a shared,
-overloaded machine a wall clock also counts the time the thread waited for a core), ctypes call
-included (about 1 us), next to:
+median of ``--repeats`` calls in CPU time of the process (``time.process_time``: on a shared,
+overloaded machine a wall clock also counts the time spent waiting for a core; the CPU time of all
+threads counts what swscale's worker threads do too), ctypes call included (about 1 us), next to:
 - memcpy: ``np.copyto`` of N bytes, where N is half the bytes the kernel reads plus writes (a memcpy
   of N bytes reads N and writes N), i.e. the same memory traffic done by the C library;
-- swscale (YUV->RGB only): PyAV ``frame.reformat(format="rgb24")`` and ``frame.to_ndarray(format="rgb24")``,
-  FFmpeg's own SIMD conversion (different rounding: a speed reference, not an equal).
+- swscale (YUV->RGB only): PyAV ``frame.reformat(format="rgb24", threads=1)`` and
+  ``frame.to_ndarray(format="rgb24", threads=1)`` (one core, like the engine; also swscale's default
+  threading), FFmpeg's own SIMD conversion (other rounding: a speed reference, not an equal).
 Every library is timed in the same run, interleaved, so ratios between them hold on a noisy machine.
 """
 
@@ -39,7 +40,7 @@ from gpudecode.kernels.reference import grid_shape
 REPO = Path(__file__).resolve().parents[1]
 REAL = REPO.parent / "shared" / "fixtures" / "real"
 SIZES = ((340, 256), (1280, 720))
-clock = time.thread_time  # CPU time of this thread: waiting for a core does not count
+clock = time.process_time  # CPU time: waiting for a core does not count
 
 
 def old_library(rev: str, out_dir: Path) -> HostKernels:
@@ -142,8 +143,9 @@ def measure(inputs: dict, libs: dict[str, HostKernels], repeats: int) -> dict:
     frame = av.VideoFrame.from_ndarray(np.concatenate([y[:, :w].reshape(-1), u[: h // 2, : w // 2].reshape(-1),
                                                        v[: h // 2, : w // 2].reshape(-1)]).reshape(h * 3 // 2, w),
                                        format="yuv420p")
-    sws = {"reformat_us": median_us(lambda: frame.reformat(format="rgb24"), repeats),
-           "to_ndarray_us": median_us(lambda: frame.to_ndarray(format="rgb24"), repeats)}
+    sws = {"reformat_us": median_us(lambda: frame.reformat(format="rgb24", threads=1), repeats),
+           "to_ndarray_us": median_us(lambda: frame.to_ndarray(format="rgb24", threads=1), repeats),
+           "to_ndarray_default_threads_cpu_us": median_us(lambda: frame.to_ndarray(format="rgb24"), repeats)}
     for lib_name in libs:
         sws[f"{lib_name}_over_to_ndarray"] = rows["yuv420_to_rgb"][f"{lib_name}_us"] / sws["to_ndarray_us"]
     rows["swscale_rgb24"] = sws
@@ -188,7 +190,7 @@ def main(argv=None) -> None:
                     continue
                 print(f"  {name:20s} memcpy {row['memcpy_us']:7.1f}  " + "  ".join(
                     f"{lib} {row[f'{lib}_us']:8.1f} (x{row[f'{lib}_over_memcpy']:.1f})" for lib in libs))
-    payload = {"repeats": args.repeats, "clock": "thread CPU time (time.thread_time), median", "clip": Path(args.clip).name, "libraries": list(libs),
+    payload = {"repeats": args.repeats, "clock": "process CPU time (time.process_time), median", "clip": Path(args.clip).name, "libraries": list(libs),
                "engine_loads": loaded.isa, "available_isas": list(ISAS), "sizes": results}
     path = write_result("kernels_micro", payload, args.output, machine=machine)
     print(f"wrote {path}")

@@ -36,6 +36,10 @@ _SIGNATURES = {
     "yuv420_to_rgb": [_P, _I, _P, _P, _I, _I, _I, _I, _I, _P],
     "gather_mv_residual": [_P, _P, _P, _I, _P, _P, _I, _I, _I, _I, _I, _P, _P],
 }
+#: Host-only glue in hostkernels.cpp (not kernels): name -> (argtypes, restype).
+_HOST_SIGNATURES = {
+    "gd_host_p_frame": ([_P, _I, _P, _I, _I, _I, _P, _P, _P, _I, _I], _I),
+}
 _SOURCE_FILES = ("common.cuh", *CUDA_SOURCES, "host/shim.h", "host/hostkernels.cpp", "host/hostkernels_avx2.cpp")
 
 #: Flags of every build (setup.py passes the same; -fno-wrapv matters there, see its comment).
@@ -155,6 +159,9 @@ class HostKernels:
             fn = getattr(lib, name)
             fn.argtypes, fn.restype = argtypes, None
             setattr(self, f"_{name}", fn)
+        for name, (argtypes, restype) in _HOST_SIGNATURES.items():
+            fn = getattr(lib, name)
+            fn.argtypes, fn.restype = argtypes, restype
         #: the kernels at pointer level (ints for arrays, in the kernels' parameter order), for hot
         #: loops that keep their buffers and so can skip the ~1 us a NumPy pointer lookup costs
         self.raw = lib
@@ -173,6 +180,16 @@ class HostKernels:
         self._flag[0] = 0
         self._rasterize_mv(_ptr(mvs), len(mvs), grid.shape[1], grid.shape[0], cell_shift, _ptr(grid), _ptr(self._flag))
         return bool(self._flag[0])
+
+    def p_frame(self, mvs: np.ndarray, grid: np.ndarray, dense: np.ndarray, src_prev: np.ndarray | None,
+                src_next: np.ndarray, cell_shift: int) -> int:
+        """One P-frame in one call: rasterise ``mvs`` into ``grid`` (into ``dense``, 1-pixel cells, when a
+        block is off the grid; both are zeroed first), then one accumulation step. Returns the cell shift used."""
+        assert mvs.dtype.itemsize == 40 and mvs.flags.c_contiguous and grid.dtype == dense.dtype == np.int16
+        height, width = src_next.shape
+        assert dense.shape == (height, width, 2)
+        return self.raw.gd_host_p_frame(_ptr(mvs), len(mvs), _ptr(grid), grid.shape[1], grid.shape[0], cell_shift,
+                                        _ptr(dense), _ptr(src_prev), _ptr(src_next), width, height)
 
     def accumulate_step(self, src_prev: np.ndarray | None, src_next: np.ndarray, grid: np.ndarray,
                         cell_shift: int) -> None:

@@ -112,8 +112,10 @@ GD_HD void gd_gather_run(const gd_i32* __restrict__ src, const gd_u8* __restrict
                          const gd_u8* __restrict__ v_row, int uv_step, int x0, int y, int n, int width,
                          int height, const gd_yuv_coeffs& k, gd_i16* __restrict__ mv_out, gd_i16* __restrict__ residual_out) {
     const int p0 = y * width + x0;
-    gd_i32 s[GD_TILE];  // S_k of the run; NULL src: position 0, S = identity
-    for (int i = 0; i < n; ++i) s[i] = src ? src[p0 + i] : gd_pack(x0 + i, y);
+    gd_i32 identity[GD_TILE];  // NULL src: position 0, S = identity
+    const gd_i32* __restrict__ s = identity;  // S_k of the run
+    if (src) s = src + p0;
+    else for (int i = 0; i < n; ++i) identity[i] = gd_pack(x0 + i, y);
     gd_i16* __restrict__ mv = mv_out + 2 * p0;
     for (int i = 0; i < n; ++i) {
         mv[2 * i] = (gd_i16)(x0 + i - gd_unpack_x(s[i]));

@@ -98,6 +98,25 @@ def test_accumulation_chain_matches_twin(k, size, cell_shift):
         src = out
 
 
+def test_p_frame_in_one_call_matches_twins(k):
+    """The CPU backend's one-call P-frame step (zero, rasterise, fall back to 1-pixel cells, accumulate)."""
+    rng = np.random.default_rng(11)
+    width, height = 100, 66
+    prev = None
+    for misaligned in (False, True):
+        mvs = random_blocks(rng, width, height, misaligned)
+        grid = np.full((*grid_shape(width, height, 3), 2), 7, np.int16)  # stale values: the call zeroes them
+        dense = np.full((height, width, 2), 7, np.int16)
+        out = np.empty((height, width), np.int32)
+        shift = k.p_frame(mvs, grid, dense, prev, out, 3)
+        want_grid, want_misaligned = ref.rasterize_mv(mvs, width, height, 3)
+        assert want_misaligned == misaligned and shift == (0 if misaligned else 3)
+        if misaligned:
+            want_grid, _ = ref.rasterize_mv(mvs, width, height, 0)
+        np.testing.assert_array_equal(out, ref.accumulate_step(prev, want_grid, shift, width, height))
+        prev = out
+
+
 def test_accumulation_pure_translation(k):
     """A uniform MV (dx, dy) for k steps traces interior pixels back by exactly k*(dx, dy)."""
     width, height, dx, dy = 64, 48, 3, -2

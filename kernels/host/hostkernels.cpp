@@ -5,10 +5,34 @@
 // The library is built once per instruction set: this file as is for the baseline of the
 // architecture (runs on every CPU of it), hostkernels_avx2.cpp for x86-64 CPUs with AVX2. The
 // loader asks the baseline build which ones the CPU supports and loads the best.
+#include <string.h>
+
 #include "shim.h"
 #include "../mv.cu"
 #include "../accumulate.cu"
 #include "../gather.cu"
+
+// Host glue for the CPU backend (gpudecode/cpu.py), not a kernel: one P-frame folded into S with one
+// call from Python instead of four (each ctypes call costs microseconds, and a clip has ~40
+// P-frames). The kernels run in the GPU backend's order: zero the cell grid, rasterise the MVs
+// into it; if a block is off that grid, zero the dense grid and rasterise into 1-pixel cells
+// instead; then one accumulation step. Returns the cell shift used.
+extern "C" int gd_host_p_frame(const gd_motion_vector* mvs, int num_mvs, gd_i16* grid, int grid_w, int grid_h,
+                               int cell_shift, gd_i16* dense, const gd_i32* src_prev, gd_i32* src_next, int width,
+                               int height) {
+    memset(grid, 0, sizeof(gd_i16) * 2 * (size_t)grid_w * grid_h);
+    gd_i32 misaligned = 0;
+    rasterize_mv(mvs, num_mvs, grid_w, grid_h, cell_shift, grid, &misaligned);
+    if (misaligned) {
+        memset(dense, 0, sizeof(gd_i16) * 2 * (size_t)width * height);
+        rasterize_mv(mvs, num_mvs, width, height, 0, dense, &misaligned);
+        grid = dense;
+        grid_w = width;
+        cell_shift = 0;
+    }
+    accumulate_step(src_prev, src_next, grid, grid_w, cell_shift, width, height);
+    return cell_shift;
+}
 
 // Which sources this library was built from (see gpudecode/_host.py): a library built from older
 // sources is never called with newer signatures.

@@ -8,9 +8,9 @@
 // v_plane = u_plane + 1.
 //
 // One element of the x loops is a run of GD_TILE pixels (common.cuh): one pixel per thread on the
-// GPU, a fixed-length run on the host. A run first gathers its chroma samples, one per pixel, into a
-// small line buffer, so that every later access is unit-stride in x and the per-pixel arithmetic
-// (gd_luma_rgb, gd_chroma_terms) vectorises on the host; on the GPU the buffers are registers.
+// GPU, a fixed-length run on the host. A run first computes the chroma terms of its 4:2:0 samples
+// into small line buffers, one entry per pixel, so that every later access is unit-stride in x and
+// the per-pixel arithmetic (gd_luma_rgb) vectorises on the host; on the GPU the buffers are registers.
 #include "common.cuh"
 
 // RGB of pixel (x, y) given the chroma terms of its 4:2:0 sample (see gd_chroma in common.cuh).
@@ -27,13 +27,18 @@ GD_HD int gd_run_length(int x0, int width) {
     return GD_TILE == 1 ? 1 : (width - x0 < GD_TILE ? width - x0 : GD_TILE);
 }
 
-// The chroma sample under each of the n pixels x0 .. x0+n-1 of a row (n <= GD_TILE; x0 is even
-// whenever n > 1, so sample j covers pixels 2j and 2j+1 of the run). out has room for n + 1.
-GD_HD void gd_chroma_run(const gd_u8* __restrict__ row, int step, int x0, int n, gd_u8* __restrict__ out) {
-    const gd_u8* __restrict__ c = row + (x0 >> 1) * step;
+// The chroma terms (gd_chroma_terms) of each of the n pixels x0 .. x0+n-1 of a row, computed once
+// per 4:2:0 sample (n <= GD_TILE; x0 is even whenever n > 1, so sample j covers pixels 2j and 2j+1
+// of the run). The arrays have room for n + 1.
+GD_HD void gd_chroma_run(const gd_u8* __restrict__ u_row, const gd_u8* __restrict__ v_row, int step, int x0, int n,
+                         const gd_yuv_coeffs& k, int* __restrict__ r, int* __restrict__ g, int* __restrict__ b) {
+    const gd_u8* __restrict__ u = u_row + (x0 >> 1) * step;
+    const gd_u8* __restrict__ v = v_row + (x0 >> 1) * step;
     for (int j = 0; 2 * j < n; ++j) {
-        out[2 * j] = c[j * step];
-        out[2 * j + 1] = c[j * step];
+        const gd_chroma ch = gd_chroma_terms(u[j * step], v[j * step], k);
+        r[2 * j] = r[2 * j + 1] = ch.r;
+        g[2 * j] = g[2 * j + 1] = ch.g;
+        b[2 * j] = b[2 * j + 1] = ch.b;
     }
 }
 
@@ -41,15 +46,15 @@ GD_HD void gd_chroma_run(const gd_u8* __restrict__ row, int step, int x0, int n,
 GD_HD void gd_rgb_run(const gd_u8* __restrict__ y_plane, int y_stride, const gd_u8* __restrict__ u_row,
                       const gd_u8* __restrict__ v_row, int uv_step, int x0, int y, int n, const gd_yuv_coeffs& k,
                       gd_u8* __restrict__ rgb) {
-    gd_u8 u[GD_TILE + 1], v[GD_TILE + 1];
-    if (uv_step == 1) {  // planar chroma: a unit-stride copy the host compiler vectorises
-        gd_chroma_run(u_row, 1, x0, n, u);
-        gd_chroma_run(v_row, 1, x0, n, v);
-    } else {
-        gd_chroma_run(u_row, uv_step, x0, n, u);
-        gd_chroma_run(v_row, uv_step, x0, n, v);
+    int cr[GD_TILE + 1], cg[GD_TILE + 1], cb[GD_TILE + 1];
+    if (uv_step == 1)  // planar chroma: unit-stride loads the host compiler vectorises
+        gd_chroma_run(u_row, v_row, 1, x0, n, k, cr, cg, cb);
+    else
+        gd_chroma_run(u_row, v_row, uv_step, x0, n, k, cr, cg, cb);
+    for (int i = 0; i < n; ++i) {
+        const gd_chroma ch = {cr[i], cg[i], cb[i]};
+        gd_luma_rgb(y_plane, y_stride, x0 + i, y, k, ch, rgb + 3 * i);
     }
-    for (int i = 0; i < n; ++i) gd_luma_rgb(y_plane, y_stride, x0 + i, y, k, gd_chroma_terms(u[i], v[i], k), rgb + 3 * i);
 }
 
 extern "C" __global__ void yuv420_to_rgb(const gd_u8* __restrict__ y_plane, int y_stride,

@@ -160,7 +160,10 @@ class HostKernels:
             fn.argtypes, fn.restype = argtypes, None
             setattr(self, f"_{name}", fn)
         for name, (argtypes, restype) in _HOST_SIGNATURES.items():
-            fn = getattr(lib, name)
+            try:
+                fn = getattr(lib, name)
+            except AttributeError:  # a library from before the glue existed (benchmarks time old builds)
+                continue
             fn.argtypes, fn.restype = argtypes, restype
         #: the kernels at pointer level (ints for arrays, in the kernels' parameter order), for hot
         #: loops that keep their buffers and so can skip the ~1 us a NumPy pointer lookup costs

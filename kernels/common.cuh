@@ -18,6 +18,7 @@
 #ifndef GD_TILE
 #define GD_TILE 1
 #endif
+static_assert(GD_TILE == 1 || GD_TILE % 2 == 0, "GD_TILE must be 1 or even");
 
 typedef unsigned char gd_u8;
 typedef short gd_i16;

@@ -32,11 +32,21 @@ def baseline(tmp_path_factory, jit) -> HostKernels:
     return HostKernels(build_host_library(tmp_path_factory.mktemp("host") / "hostkernels-baseline.so", isa="baseline"))
 
 
-@pytest.fixture(scope="module", params=["jit", "baseline", "installed"])
-def k(request, jit, baseline) -> HostKernels:
+@pytest.fixture(scope="module")
+def gpu_layout(tmp_path_factory) -> HostKernels:
+    """The sources with GD_TILE=1, the per-pixel loops the GPU runs (the host build uses runs of
+    pixels): the device code path, checked bit for bit without a GPU."""
+    from gpudecode._host import BASE_FLAGS
+
+    path = tmp_path_factory.mktemp("host") / "hostkernels-tile1.so"
+    return HostKernels(build_host_library(path, flags=(*BASE_FLAGS, "-DGD_TILE=1")))
+
+
+@pytest.fixture(scope="module", params=["jit", "baseline", "gpu_layout", "installed"])
+def k(request, jit, baseline, gpu_layout) -> HostKernels:
     if request.param == "baseline" and jit.isa == "baseline":
         pytest.skip("the jit build is the baseline build already")
-    return {"jit": jit, "baseline": baseline}.get(request.param) or host_kernels()
+    return {"jit": jit, "baseline": baseline, "gpu_layout": gpu_layout}.get(request.param) or host_kernels()
 
 
 def random_blocks(rng, width, height, misaligned=False) -> np.ndarray:

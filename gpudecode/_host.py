@@ -3,6 +3,11 @@
 This is the one place that loads native code for the CPU backend. The library is the extension
 built at install time (``gpudecode._hostkernels``); in a source checkout without it, the same
 sources are compiled on first use with the system C++ compiler into a per-user cache.
+
+SIMD without building for one machine: the library exists once per instruction set (``ISAS``:
+the architecture's baseline, and AVX2 on x86-64), all from the same sources, and the loader picks
+the best one the CPU runs. ``GPUDECODE_HOST_ISA=baseline`` forces the baseline build (the tests
+use it to check that build too).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import ctypes
 import hashlib
 import importlib.util
 import os
+import platform
 import shutil
 import subprocess
 import threading
@@ -35,16 +41,35 @@ _SIGNATURES = {
     "batch_trace_gather": [_P, _I, _P, _I, _I, _P, _P],
     "batch_iframe_rgb": [_P, _I, _I, _I, _P],
 }
-_SOURCE_FILES = ("common.cuh", *CUDA_SOURCES, "host/shim.h", "host/hostkernels.cpp")
+#: Host-only glue in hostkernels.cpp (not kernels): name -> (argtypes, restype).
+_HOST_SIGNATURES = {
+    "gd_host_p_frame": ([_P, _I, _P, _I, _I, _I, _P, _P, _P, _I, _I], _I),
+}
+_SOURCE_FILES = ("common.cuh", *CUDA_SOURCES, "host/shim.h", "host/hostkernels.cpp", "host/hostkernels_avx2.cpp")
+
+#: Flags of every build (setup.py passes the same; -fno-wrapv matters there, see its comment).
+BASE_FLAGS = ("-O3", "-fno-wrapv")
+_X86_64 = platform.machine().lower() in ("x86_64", "amd64")
+#: Instruction set -> (source in kernels/host, extra compiler flags, installed module), slowest first.
+#: setup.py builds the same modules with the same flags.
+ISAS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "baseline": ("hostkernels.cpp", (), "gpudecode._hostkernels"),
+    **({"avx2": ("hostkernels_avx2.cpp", ("-mavx2", "-mfma", "-mbmi", "-mbmi2"), "gpudecode._hostkernels_avx2")}
+       if _X86_64 else {}),
+}
+ISA_ENV = "GPUDECODE_HOST_ISA"
 
 
 def _ptr(a: np.ndarray | None) -> int | None:
     return None if a is None else a.ctypes.data
 
 
-def build_host_library(output: str | os.PathLike, *, compiler: str | None = None,
-                       flags: tuple[str, ...] = ("-O3",)) -> Path:
-    """Compile ``kernels/*.cu`` for the CPU through ``host/shim.h`` into a shared library."""
+def build_host_library(output: str | os.PathLike, *, compiler: str | None = None, isa: str = "baseline",
+                       flags: tuple[str, ...] | None = None) -> Path:
+    """Compile ``kernels/*.cu`` for the CPU through ``host/shim.h`` into a shared library for ``isa``."""
+    if isa not in ISAS:
+        raise ValueError(f"isa must be one of {sorted(ISAS)} on this machine, got {isa!r}")
+    source, isa_flags, _ = ISAS[isa]
     cxx = compiler or os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
     if cxx is None:
         raise BackendUnavailableError(None, "no C++ compiler found to build the host kernels",
@@ -52,8 +77,8 @@ def build_host_library(output: str | os.PathLike, *, compiler: str | None = None
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-    cmd = [cxx, *flags, "-shared", "-fPIC", f'-DGD_SOURCES_DIGEST="{sources_digest()}"', "-x", "c++",
-           str(KERNEL_DIR / "host" / "hostkernels.cpp"), "-o", str(tmp)]
+    cmd = [cxx, *(BASE_FLAGS if flags is None else flags), *isa_flags, "-shared", "-fPIC",
+           f'-DGD_SOURCES_DIGEST="{sources_digest()}"', "-x", "c++", str(KERNEL_DIR / "host" / source), "-o", str(tmp)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise BackendUnavailableError(None, f"compiling the host kernels failed: {' '.join(cmd)}\n{proc.stderr}")
@@ -79,21 +104,45 @@ def library_digest(path: str | os.PathLike) -> str | None:
     return fn().decode()
 
 
-def _library_path() -> Path:
-    override = os.environ.get("GPUDECODE_HOST_KERNELS")
-    if override:
-        return Path(override)
+def _library_path(isa: str) -> Path:
     digest = sources_digest()
-    spec = importlib.util.find_spec("gpudecode._hostkernels")
+    source, isa_flags, module = ISAS[isa]
+    spec = importlib.util.find_spec(module)
     if spec is not None and spec.origin and library_digest(spec.origin) == digest:
         return Path(spec.origin)
     # No installed build, or one built from other sources (an editable install whose kernels were
     # edited since): calling it with the current signatures would crash, so build the current ones.
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gpudecode"
-    path = cache / f"hostkernels-{digest}.so"
+    build = hashlib.sha256(" ".join((digest, source, *BASE_FLAGS, *isa_flags)).encode()).hexdigest()[:16]
+    path = cache / f"hostkernels-{isa}-{build}.so"
     if not path.exists():
-        build_host_library(path)
+        build_host_library(path, isa=isa)
     return path
+
+
+def supported_isas() -> list[str]:
+    """The instruction sets of ``ISAS`` this CPU runs, slowest first (asks the baseline build)."""
+    supported = ["baseline"]
+    if "avx2" in ISAS:
+        has_avx2 = ctypes.CDLL(str(_library_path("baseline"))).gd_cpu_has_avx2
+        has_avx2.restype = ctypes.c_int
+        if has_avx2():
+            supported.append("avx2")
+    return supported
+
+
+def select_isa() -> str:
+    """The build to load: the fastest the CPU runs, or the one ``GPUDECODE_HOST_ISA`` names."""
+    wanted = os.environ.get(ISA_ENV, "").strip().lower() or "auto"
+    if wanted != "auto" and wanted not in ISAS:
+        raise ValueError(f"{ISA_ENV} must be 'auto' or one of {sorted(ISAS)} on this machine, got {wanted!r}")
+    supported = supported_isas()
+    if wanted == "auto":
+        return supported[-1]
+    if wanted not in supported:
+        raise BackendUnavailableError(None, f"{ISA_ENV}={wanted} asks for instructions this CPU does not have",
+                                      f"unset {ISA_ENV} or set it to one of {supported}")
+    return wanted
 
 
 class HostKernels:
@@ -106,10 +155,21 @@ class HostKernels:
         except OSError as e:
             raise BackendUnavailableError(self.path, f"cannot load the host kernels: {e}",
                                           "reinstall gpudecode or delete the cached library") from e
+        #: the instruction set the library was built for (None: a library from before builds had one)
+        self.isa = None
+        if hasattr(lib, "gd_host_isa"):
+            lib.gd_host_isa.restype = ctypes.c_char_p
+            self.isa = lib.gd_host_isa().decode()
         for name, argtypes in _SIGNATURES.items():
             fn = getattr(lib, name)
             fn.argtypes, fn.restype = argtypes, None
             setattr(self, f"_{name}", fn)
+        for name, (argtypes, restype) in _HOST_SIGNATURES.items():
+            try:
+                fn = getattr(lib, name)
+            except AttributeError:  # a library from before the glue existed (benchmarks time old builds)
+                continue
+            fn.argtypes, fn.restype = argtypes, restype
         #: the kernels at pointer level (ints for arrays, in the kernels' parameter order), for hot
         #: loops that keep their buffers and so can skip the ~1 us a NumPy pointer lookup costs
         self.raw = lib
@@ -128,6 +188,16 @@ class HostKernels:
         self._flag[0] = 0
         self._rasterize_mv(_ptr(mvs), len(mvs), grid.shape[1], grid.shape[0], cell_shift, _ptr(grid), _ptr(self._flag))
         return bool(self._flag[0])
+
+    def p_frame(self, mvs: np.ndarray, grid: np.ndarray, dense: np.ndarray, src_prev: np.ndarray | None,
+                src_next: np.ndarray, cell_shift: int) -> int:
+        """One P-frame in one call: rasterise ``mvs`` into ``grid`` (into ``dense``, 1-pixel cells, when a
+        block is off the grid; both are zeroed first), then one accumulation step. Returns the cell shift used."""
+        assert mvs.dtype.itemsize == 40 and mvs.flags.c_contiguous and grid.dtype == dense.dtype == np.int16
+        height, width = src_next.shape
+        assert dense.shape == (height, width, 2)
+        return self.raw.gd_host_p_frame(_ptr(mvs), len(mvs), _ptr(grid), grid.shape[1], grid.shape[0], cell_shift,
+                                        _ptr(dense), _ptr(src_prev), _ptr(src_next), width, height)
 
     def accumulate_step(self, src_prev: np.ndarray | None, src_next: np.ndarray, grid: np.ndarray,
                         cell_shift: int) -> None:
@@ -158,12 +228,17 @@ _loaded: HostKernels | None = None
 
 
 def host_kernels() -> HostKernels:
-    """The process-wide host kernels, loaded (or compiled) on first use."""
+    """The process-wide host kernels, loaded (or compiled) on first use.
+
+    ``GPUDECODE_HOST_KERNELS=/path/lib.so`` loads that library instead of choosing one.
+    """
     global _loaded
     with _lock:
         if _loaded is None:
-            _loaded = HostKernels(_library_path())
+            override = os.environ.get("GPUDECODE_HOST_KERNELS")
+            _loaded = HostKernels(override if override else _library_path(select_isa()))
         return _loaded
 
 
-__all__ = ["HostKernels", "build_host_library", "host_kernels", "library_digest", "sources_digest"]
+__all__ = ["ISAS", "HostKernels", "build_host_library", "host_kernels", "library_digest", "select_isa",
+           "sources_digest", "supported_isas"]

@@ -39,6 +39,7 @@ class _Workspace:
         self.src_a_ptr, self.src_b_ptr = self.src_a.ctypes.data, self.src_b.ctypes.data
 
     def other_ptr(self, ptr: int) -> int:
+        """The S buffer that is not ``ptr`` (0, i.e. S_0 = identity, is neither: then buffer a)."""
         return self.src_b_ptr if ptr == self.src_a_ptr else self.src_a_ptr
 
 
@@ -73,7 +74,8 @@ class CpuBackend:
 
         by_gop = group_picks(picks, index.gop_lengths, path=index.path, chain=chain, positions=index.p_positions)
 
-        k, raw = self.kernels, self.kernels.raw
+        k = self.kernels
+        p_frame = k.raw.gd_host_p_frame
         ws = self._workspace(h, w)
         clock, t_start = time.perf_counter, time.perf_counter()
         t_mv = t_kernels = 0.0
@@ -81,33 +83,33 @@ class CpuBackend:
         with GopReader(index, export_mvs=chain, threads=self.threads) as reader:
             for gop in sorted(by_gop):
                 at = by_gop[gop]
-                src, src_ptr = None, None  # S_0 = identity
+                # The I-frame goes straight into the first segment that shows it (else into scratch);
+                # the residual reads it from there, other segments copy it after the GOP.
+                i_first = min(seg for segs in at.values() for seg in segs)
+                rgb = iframe[i_first] if want_i else ws.rgb
+                src, src_ptr = None, 0  # S_0 = identity (NULL)
                 for pos, frame in reader.frames(gop, max(at) if chain else 0):
                     t0 = clock()
                     if pos == 0:
                         if want_i or want_res:
-                            k.yuv420_to_rgb(*yuv420_planes(frame), matrix, ws.rgb)
+                            k.yuv420_to_rgb(*yuv420_planes(frame), matrix, rgb)
                     else:
                         mvs = motion_vectors(frame)
                         t1 = clock()
                         t_mv += t1 - t0
                         t0 = t1
-                        # Rasterise into 8-pixel cells; a block off that grid means 1-pixel cells.
-                        ws.grid.fill(0)
-                        grid, grid_w, shift = ws.grid_ptr, ws.grid_w, CELL_SHIFT
-                        raw.rasterize_mv(mvs.ctypes.data, len(mvs), grid_w, ws.grid_h, shift, grid, k.flag_ptr)
-                        if k.misaligned():
-                            ws.dense.fill(0)
-                            grid, grid_w, shift = ws.dense_ptr, w, 0
-                            raw.rasterize_mv(mvs.ctypes.data, len(mvs), w, h, 0, grid, k.flag_ptr)
-                        first_step = src is None  # the chain's first P-frame (position 1, or later after B-frames)
-                        src, src_ptr = (ws.src_b, ws.src_b_ptr) if src is ws.src_a else (ws.src_a, ws.src_a_ptr)
-                        raw.accumulate_step(None if first_step else ws.other_ptr(src_ptr), src_ptr, grid, grid_w, shift, w, h)
+                        # Rasterise into 8-pixel cells (1-pixel cells if a block is off that grid) and
+                        # fold into S: one call (ctypes calls cost microseconds, ~40 P-frames a clip).
+                        # S starts at identity (NULL) at the chain's first P-frame, wherever B-frames put it.
+                        prev_ptr, src_ptr = src_ptr, ws.other_ptr(src_ptr)
+                        src = ws.src_a if src_ptr == ws.src_a_ptr else ws.src_b
+                        p_frame(mvs.ctypes.data, len(mvs), ws.grid_ptr, ws.grid_w, ws.grid_h, CELL_SHIFT, ws.dense_ptr,
+                                prev_ptr or None, src_ptr, w, h)
                     segs = at.get(pos)
                     if segs and chain:
                         first = segs[0]
                         planes = yuv420_planes(frame) if want_res else (None, None, None)
-                        k.gather_mv_residual(src, ws.rgb if want_res else None, *planes, matrix,
+                        k.gather_mv_residual(src, rgb if want_res else None, *planes, matrix,
                                              mv[first] if want_mv else ws.mv, residual[first] if want_res else None)
                         for seg in segs[1:]:  # segments that drew the same (gop, pos)
                             if want_mv:
@@ -115,10 +117,11 @@ class CpuBackend:
                             if want_res:
                                 residual[seg] = residual[first]
                     t_kernels += clock() - t0
-                if want_i:  # ws.rgb still holds this GOP's I-frame
+                if want_i:
                     for segs in at.values():
                         for seg in segs:
-                            iframe[seg] = ws.rgb
+                            if seg != i_first:
+                                iframe[seg] = rgb
         stats = self.stats
         stats["demux"] += reader.stats["demux"]
         stats["decode"] += reader.stats["decode"]

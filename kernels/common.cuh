@@ -12,6 +12,14 @@
 #define GD_HD __host__ __device__ __forceinline__
 #endif
 
+// Pixels per element of the per-row loops. On the GPU an element is one pixel (one thread each);
+// the host shim makes it a short run of pixels with a compile-time length, which the C++ compiler
+// turns into straight-line SIMD code. Must be 1 or even (a run then starts on a 4:2:0 chroma sample).
+#ifndef GD_TILE
+#define GD_TILE 1
+#endif
+static_assert(GD_TILE == 1 || GD_TILE % 2 == 0, "GD_TILE must be 1 or even");
+
 typedef unsigned char gd_u8;
 typedef short gd_i16;
 typedef unsigned short gd_u16;

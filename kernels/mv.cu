@@ -21,6 +21,17 @@ extern "C" __global__ void rasterize_mv(const gd_motion_vector* mvs, int num_mvs
         const gd_i16 dx = (gd_i16)(m.dst_x - m.src_x), dy = (gd_i16)(m.dst_y - m.src_y);
         const int cx0 = x0 >> cell_shift, cy0 = y0 >> cell_shift;
         const int cx1 = cx0 + (m.w >> cell_shift), cy1 = cy0 + (m.h >> cell_shift);
+        if (cx0 >= 0 && cy0 >= 0 && cx1 <= grid_w && cy1 <= grid_h && cx1 - cx0 <= 2 && cy1 - cy0 <= 2) {
+            // The common block (1x1 to 2x2 cells, inside the frame), without loops: its four corner
+            // cells, some of them the same cell (written twice with the same MV).
+            const int a = 2 * (cy0 * grid_w + cx0), b = 2 * (cy0 * grid_w + cx1 - 1);
+            const int c = 2 * ((cy1 - 1) * grid_w + cx0), d = 2 * ((cy1 - 1) * grid_w + cx1 - 1);
+            grid[a] = dx; grid[a + 1] = dy;
+            grid[b] = dx; grid[b + 1] = dy;
+            grid[c] = dx; grid[c + 1] = dy;
+            grid[d] = dx; grid[d + 1] = dy;
+            continue;
+        }
         for (int cy = cy0 < 0 ? 0 : cy0; cy < cy1 && cy < grid_h; ++cy)
             for (int cx = cx0 < 0 ? 0 : cx0; cx < cx1 && cx < grid_w; ++cx) {
                 gd_i16* g = grid + 2 * (cy * grid_w + cx);

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from gpudecode._host import HostKernels, build_host_library, host_kernels
+from gpudecode._host import ISAS, HostKernels, build_host_library, host_kernels, select_isa
 from gpudecode.kernels import reference as ref
 from gpudecode.kernels.reference import grid_shape
 
@@ -16,13 +18,35 @@ MV_DTYPE = np.dtype({"names": ["source", "w", "h", "src_x", "src_y", "dst_x", "d
 
 @pytest.fixture(scope="module")
 def jit(tmp_path_factory) -> HostKernels:
-    """The same .cu sources, compiled here with the system C++ compiler (not the installed build)."""
-    return HostKernels(build_host_library(tmp_path_factory.mktemp("host") / "hostkernels.so"))
+    """The same .cu sources, compiled here with the system C++ compiler (not the installed build),
+    for the instruction set this CPU would use (GPUDECODE_HOST_ISA=baseline: the baseline)."""
+    isa = select_isa()
+    return HostKernels(build_host_library(tmp_path_factory.mktemp("host") / f"hostkernels-{isa}.so", isa=isa))
 
 
-@pytest.fixture(scope="module", params=["jit", "installed"])
-def k(request, jit) -> HostKernels:
-    return jit if request.param == "jit" else host_kernels()
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory, jit) -> HostKernels:
+    """The baseline build, which CPUs without AVX2 run: it must give the same values."""
+    if jit.isa == "baseline":
+        return jit
+    return HostKernels(build_host_library(tmp_path_factory.mktemp("host") / "hostkernels-baseline.so", isa="baseline"))
+
+
+@pytest.fixture(scope="module")
+def gpu_layout(tmp_path_factory) -> HostKernels:
+    """The sources with GD_TILE=1, the per-pixel loops the GPU runs (the host build uses runs of
+    pixels): the device code path, checked bit for bit without a GPU."""
+    from gpudecode._host import BASE_FLAGS
+
+    path = tmp_path_factory.mktemp("host") / "hostkernels-tile1.so"
+    return HostKernels(build_host_library(path, flags=(*BASE_FLAGS, "-DGD_TILE=1")))
+
+
+@pytest.fixture(scope="module", params=["jit", "baseline", "gpu_layout", "installed"])
+def k(request, jit, baseline, gpu_layout) -> HostKernels:
+    if request.param == "baseline" and jit.isa == "baseline":
+        pytest.skip("the jit build is the baseline build already")
+    return {"jit": jit, "baseline": baseline, "gpu_layout": gpu_layout}.get(request.param) or host_kernels()
 
 
 def random_blocks(rng, width, height, misaligned=False) -> np.ndarray:
@@ -82,6 +106,25 @@ def test_accumulation_chain_matches_twin(k, size, cell_shift):
         want = ref.accumulate_step(want, grid, cell_shift, width, height)
         np.testing.assert_array_equal(out, want)
         src = out
+
+
+def test_p_frame_in_one_call_matches_twins(k):
+    """The CPU backend's one-call P-frame step (zero, rasterise, fall back to 1-pixel cells, accumulate)."""
+    rng = np.random.default_rng(11)
+    width, height = 100, 66
+    prev = None
+    for misaligned in (False, True):
+        mvs = random_blocks(rng, width, height, misaligned)
+        grid = np.full((*grid_shape(width, height, 3), 2), 7, np.int16)  # stale values: the call zeroes them
+        dense = np.full((height, width, 2), 7, np.int16)
+        out = np.empty((height, width), np.int32)
+        shift = k.p_frame(mvs, grid, dense, prev, out, 3)
+        want_grid, want_misaligned = ref.rasterize_mv(mvs, width, height, 3)
+        assert want_misaligned == misaligned and shift == (0 if misaligned else 3)
+        if misaligned:
+            want_grid, _ = ref.rasterize_mv(mvs, width, height, 0)
+        np.testing.assert_array_equal(out, ref.accumulate_step(prev, want_grid, shift, width, height))
+        prev = out
 
 
 def test_accumulation_pure_translation(k):
@@ -150,6 +193,10 @@ def test_gather_matches_twin(k, size, identity):
     if not identity:
         sx, sy = rng.integers(0, width, (height, width)), rng.integers(0, height, (height, width))
         src = ((sy << 16) | sx).astype(np.int32)
+        # The I-frame's last pixel as a source (the host fetches 4 bytes per pixel elsewhere), and
+        # a row of contiguous sources (the host's block copy).
+        src[0, 0:8:2] = src[-1, -1] = ((height - 1) << 16) | (width - 1)
+        src[1, :] = (7 << 16) | np.arange(width)
     mv = np.empty((height, width, 2), np.int16)
     res = np.empty((height, width, 3), np.int16)
     k.gather_mv_residual(src, iframe, y, u, v, 0, mv, res)
@@ -216,13 +263,67 @@ def test_colour_conversion_close_to_ffmpeg(real_dir):
 
 
 def test_installed_build_is_current():
-    """The library built at install time carries the digest of the sources it was built from."""
+    """The libraries built at install time carry the digest of the sources they were built from."""
     import importlib.util
 
     from gpudecode._host import library_digest, sources_digest
 
-    spec = importlib.util.find_spec("gpudecode._hostkernels")
-    if spec is None:
+    specs = {isa: importlib.util.find_spec(module) for isa, (_, _, module) in ISAS.items()}
+    if specs["baseline"] is None:
         pytest.skip("installed without a C++ compiler: the sources are compiled on first use instead")
-    assert library_digest(spec.origin) == sources_digest(), "stale build: run `pip install -e .` again"
-    assert host_kernels().path == __import__("pathlib").Path(spec.origin)
+    for isa, spec in specs.items():
+        assert spec is not None, f"the {isa} build is missing: run `pip install -e .` again"
+        assert library_digest(spec.origin) == sources_digest(), f"stale {isa} build: run `pip install -e .` again"
+    assert host_kernels().path == Path(specs[select_isa()].origin)
+
+
+def test_isa_choice(monkeypatch):
+    """The fastest build the CPU runs, unless GPUDECODE_HOST_ISA names one; bad names are refused."""
+    import gpudecode._host as host
+    from gpudecode.errors import BackendUnavailableError
+
+    monkeypatch.delenv("GPUDECODE_HOST_ISA", raising=False)
+    assert select_isa() == host.supported_isas()[-1]
+    monkeypatch.setenv("GPUDECODE_HOST_ISA", "baseline")
+    assert select_isa() == "baseline"
+    monkeypatch.setenv("GPUDECODE_HOST_ISA", "sse9")
+    with pytest.raises(ValueError, match="GPUDECODE_HOST_ISA"):
+        select_isa()
+    if "avx2" in ISAS:  # a CPU without AVX2 asked for it: a clear error, not SIGILL
+        monkeypatch.setattr(host, "supported_isas", lambda: ["baseline"])
+        monkeypatch.setenv("GPUDECODE_HOST_ISA", "avx2")
+        with pytest.raises(BackendUnavailableError, match="does not have"):
+            select_isa()
+
+
+def test_forced_baseline_matches_twin(tmp_path):
+    """GPUDECODE_HOST_ISA=baseline loads the baseline build in a fresh process, and it is bit-exact."""
+    import os
+    import subprocess
+    import sys
+
+    script = """
+import numpy as np
+from gpudecode._host import host_kernels
+from gpudecode.kernels import reference as ref
+from tests.test_kernels_host import random_planes
+k = host_kernels()
+assert k.isa == "baseline", k.isa
+rng = np.random.default_rng(0)
+y, u, v = random_planes(rng, 341, 243)
+out = np.empty((243, 341, 3), np.uint8)
+k.yuv420_to_rgb(y, u, v, 1, out)
+np.testing.assert_array_equal(out, ref.yuv420_to_rgb(y, u, v, 341, 243, 1))
+src = ((rng.integers(0, 243, (243, 341)) << 16) | rng.integers(0, 341, (243, 341))).astype(np.int32)
+mv, res = np.empty((243, 341, 2), np.int16), np.empty((243, 341, 3), np.int16)
+k.gather_mv_residual(src, out, y, u, v, 1, mv, res)
+want_mv, want_res = ref.gather_mv_residual(src, out, y, u, v, 341, 243, 1)
+np.testing.assert_array_equal(mv, want_mv)
+np.testing.assert_array_equal(res, want_res)
+"""
+    env = {**os.environ, "GPUDECODE_HOST_ISA": "baseline"}
+    env.pop("GPUDECODE_HOST_KERNELS", None)
+    root = Path(__file__).resolve().parents[1]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=root)
+    assert proc.returncode == 0, proc.stderr

@@ -14,7 +14,7 @@ from pathlib import Path
 from setuptools import Extension, setup
 
 # Must list the same files, in the same order, as gpudecode/_host.py's _SOURCE_FILES.
-KERNEL_FILES = ("common.cuh", "mv.cu", "accumulate.cu", "gather.cu", "host/shim.h", "host/hostkernels.cpp",
+KERNEL_FILES = ("common.cuh", "mv.cu", "accumulate.cu", "gather.cu", "batch.cu", "host/shim.h", "host/hostkernels.cpp",
                 "host/hostkernels_avx2.cpp")
 DIGEST = hashlib.sha256(b"".join((Path("kernels") / f).read_bytes() for f in KERNEL_FILES)).hexdigest()[:16]
 # gpudecode/_host.py's BASE_FLAGS. -fno-wrapv overrides the -fwrapv in Python's own CFLAGS, which

@@ -214,6 +214,11 @@ class _WorkerBatches(torch.utils.data.Dataset):
         return to_wire(items, shared=torch.utils.data.get_worker_info() is not None)
 
 
+def _as_is(wire: dict) -> dict:
+    """The DataLoader's per-item conversion, off: its default turns the packets' NumPy arrays into tensors."""
+    return wire
+
+
 def _tie_to_parent(_worker_id: int) -> None:
     """Workers die with the training process even when it is SIGKILLed (Linux; elsewhere a no-op)."""
     try:
@@ -367,7 +372,7 @@ class GpuClipLoader(ClipLoader):
             self._loader = torch.utils.data.DataLoader(
                 _WorkerBatches(self.source), batch_size=None, sampler=self._steps, num_workers=self.workers,
                 persistent_workers=True, prefetch_factor=2, multiprocessing_context=context,
-                worker_init_fn=_tie_to_parent)
+                worker_init_fn=_tie_to_parent, collate_fn=_as_is)
         return self._loader
 
     def packet_batches(self, epoch: int) -> Iterator[list[PacketItem]]:

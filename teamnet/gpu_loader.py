@@ -304,8 +304,8 @@ class GpuClipLoader(ClipLoader):
     Same constructor and API (``epoch``, ``steps``, ``plan``, ``describe``); ``kind`` (DALI or not) does not
     apply: this path augments in PyTorch on the device. Extra keyword arguments: ``executor`` (default
     ``gpudecode._cuda.CupyExecutor(device_id)``; ``gpudecode.executor.HostExecutor()`` runs the same path
-    on the CPU, a test instrument), ``pixels`` ("upload" or "nvdec") and ``prefetch`` (ready batches kept
-    ahead of the training loop, >= 2).
+    on the CPU, a test instrument), ``pixels`` (only "upload" so far) and ``prefetch`` (batches kept ready
+    ahead of the training loop, besides the one being made; default 2).
     """
 
     def __init__(self, videos: VideoList, *, mode: Mode, modalities: Sequence[str], num_segments: int,

@@ -86,6 +86,20 @@ def test_batched_augmentation_equals_reference_bit_for_bit(antialias):
             assert torch.equal(got[m][i], want[m]), (i, m)
 
 
+def test_batched_augmentation_resizes_once_per_window_size(monkeypatch):
+    """The number of resize calls follows the distinct window sizes, not the number of clips."""
+    import teamnet.batch_augment as ba
+
+    calls = []
+    real = ba.F.interpolate
+    monkeypatch.setattr(ba.F, "interpolate", lambda x, **kw: calls.append(x.shape[0]) or real(x, **kw))
+    rng = np.random.default_rng(1)
+    windows = [draw_window("train", 32, 32, rng, scales=(1.0, 0.75), flip=True) for _ in range(16)]
+    sizes = {(w.width, w.height) for w in windows}
+    augment_batch({"mv": torch.zeros(16, 3, 32, 32, 2, dtype=torch.int16)}, windows, 16)
+    assert len(calls) == len(sizes) <= 4 and sum(calls) == 16 * 3  # 2 scales: 4 (height, width) pairs
+
+
 def test_batched_augmentation_rejects_a_window_outside_the_frames():
     frames = {"mv": torch.zeros(1, 2, 16, 16, 2, dtype=torch.int16)}
     with pytest.raises(ValueError, match="outside"):

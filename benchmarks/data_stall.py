@@ -10,8 +10,9 @@ stage on the host executor (``gpudecode.executor.HostExecutor``, the CI test ins
 CPU figures of the packet path, not GPU figures.
 
 Per path (``--engine``): "loader only" reads ``--steps`` batches with no model (the loader's own clips/s);
-"loader" trains on them. "memory" repeats one pre-made batch already on the device (once, shared). The stall
-is the share of the loader's step time that the model did not need: 1 - t_memory / t_loader. Step times are
+then "loader" steps train on its batches, interleaved one for one with "memory" steps that repeat one
+pre-made batch already on the device (so the load of a shared machine hits both alike). The stall is the
+share of the loader's step time that the model did not need: 1 - t_memory / t_loader. Step times are
 medians. Writes benchmarks/results/data_stall_<device>.json.
 """
 
@@ -101,10 +102,11 @@ def main(argv=None) -> int:
         loss.backward()
         optimizer.step()
 
-    paths, first = {}, None
+    paths, memory = {}, None
     for engine in engines:
         loader = _build_loader(cfg, videos, model.modalities, env, engine)
         describe = loader.describe()
+        print(describe, flush=True)
         stream = _batches(loader)
         # loader only: the loader's own rate, nothing else running
         alone = []
@@ -114,62 +116,55 @@ def main(argv=None) -> int:
             _sync(env.device)
             if i >= args.warmup:
                 alone.append(time.perf_counter() - t0)
-        # the loader feeding the model
-        times, waits = [], []
+        if memory is None:  # one batch kept on the device, the same for every path
+            memory = ({m: x.clone() for m, x in batch.inputs.items()}, batch.labels.clone())  # clone keeps strides
+        # the model fed by the loader, interleaved step by step with the model fed from memory, so that the
+        # load of a shared machine hits both alike
+        times, waits, mem = [], [], []
         for i in range(args.warmup + args.steps):
             _sync(env.device)
             t0 = time.perf_counter()
-            batch = next(stream).to(env.device)
+            step(*memory)
             _sync(env.device)
             t1 = time.perf_counter()
-            step(batch.inputs, batch.labels)
+            batch = next(stream).to(env.device)
             _sync(env.device)
             t2 = time.perf_counter()
-            if first is None:
-                first = batch
+            step(batch.inputs, batch.labels)
+            _sync(env.device)
+            t3 = time.perf_counter()
             if i >= args.warmup:
-                times.append(t2 - t0)
-                waits.append(t1 - t0)
+                mem.append(t1 - t0)
+                times.append(t3 - t1)
+                waits.append(t2 - t1)
         stream.close()
         loader.close()
         b = loader.plan.local_batch
+        t_loader, t_memory = statistics.median(times), statistics.median(mem)
         paths[engine] = {"loader": describe, "workers": loader.workers,
                          "loader_only_s_per_batch": statistics.median(alone),
                          "loader_only_clips_per_s": b / statistics.median(alone),
-                         "step_s_loader": statistics.median(times), "wait_s_per_step": statistics.median(waits),
-                         "clips_per_s_loader": b / statistics.median(times)}
-        print(describe, flush=True)
+                         "step_s_loader": t_loader, "wait_s_per_step": statistics.median(waits),
+                         "clips_per_s_loader": b / t_loader, "step_s_memory": t_memory,
+                         "clips_per_s_memory": b / t_memory, "stall": max(0.0, 1.0 - t_memory / t_loader)}
 
-    # the same batch from memory
-    inputs = {m: x.clone() for m, x in first.inputs.items()}  # clone keeps the channels-last strides
-    labels = first.labels.clone()
-    mem = []
-    for i in range(args.warmup + args.steps):
-        _sync(env.device)
-        t0 = time.perf_counter()
-        step(inputs, labels)
-        _sync(env.device)
-        if i >= args.warmup:
-            mem.append(time.perf_counter() - t0)
-    t_memory = statistics.median(mem)
-    batch_size = len(first.labels)
-    for r in paths.values():
-        r["stall"] = max(0.0, 1.0 - t_memory / r["step_s_loader"])
+    batch_size = len(memory[1])
     device = str(env.device) if env.device.type == "cpu" else torch.cuda.get_device_name(env.device)
     report = {
         "device": device, "gpu_figures": env.device.type == "cuda", "model": cfg.model.name,
         "model_kwargs": cfg.model.kwargs, "amp": str(amp_dtype), "channels_last": cfg.model.channels_last,
         "batch_size": batch_size, "num_segments": cfg.data.num_segments, "crop_size": cfg.data.crop_size,
-        "step_s_memory": t_memory, "clips_per_s_memory": batch_size / t_memory, "paths": paths,
+        "paths": paths,
     }
     print(f"{cfg.model.name} on {device}, batch {batch_size} x {cfg.data.num_segments} segments at "
           f"{cfg.data.crop_size}px, amp {amp_dtype or 'off'}:")
-    print(f"  step from memory            : {1000 * t_memory:8.1f} ms  ({report['clips_per_s_memory']:.1f} clips/s)")
     for engine, r in paths.items():
         print(f"  [{engine}] loader alone        : {1000 * r['loader_only_s_per_batch']:8.1f} ms per batch "
               f"({r['loader_only_clips_per_s']:.1f} clips/s)")
         print(f"  [{engine}] step with the loader: {1000 * r['step_s_loader']:8.1f} ms  ({r['clips_per_s_loader']:.1f} "
-              f"clips/s, waiting {1000 * r['wait_s_per_step']:.1f} ms for data), stall {100 * r['stall']:.1f} %")
+              f"clips/s, waiting {1000 * r['wait_s_per_step']:.1f} ms for data)")
+        print(f"  [{engine}] step from memory    : {1000 * r['step_s_memory']:8.1f} ms  ({r['clips_per_s_memory']:.1f} "
+              f"clips/s)  ->  data stall {100 * r['stall']:.1f} %")
     if env.device.type != "cuda":
         print("  (no GPU: the gpu path ran its stage on the host executor; these are CPU figures)")
     out = write_result("data_stall", report, args.output or REPO / "benchmarks" / "results" / f"data_stall_{env.device.type}.json",

@@ -73,7 +73,7 @@ class NvdecFrames:
             frame = decoded[i]
             # (H * 3/2, pitch) uint8: Y rows, then interleaved UV rows. Copied (on the decoder's stream,
             # so ordered after the decode) because the decoder may reuse its buffers for the next clip.
-            with cp.cuda.ExternalStream(self.stream.ptr) if self.stream is not None else cp.cuda.Stream.null:
+            with self.stream if self.stream is not None else cp.cuda.Stream.null:
                 nv12 = cp.from_dlpack(frame).copy()
             height = nv12.shape[0] * 2 // 3
             pitch = int(nv12.strides[0])
@@ -101,6 +101,7 @@ class GpuBackend:
 
             executor = CupyExecutor(device)
         self.executor = executor
+        self.cp = getattr(executor, "cp", None)  # CuPy, on a device (callers synchronise through it)
         self.device_name = getattr(executor, "device_name", f"{executor.name} executor")
         nvdec = None
         if pixels == "nvdec":
@@ -124,7 +125,7 @@ class GpuBackend:
         packet = self.cpu_stage(index, picks, modalities=modalities)
         batch = self.gpu_stage([packet])
         if batch.ready is not None:  # the caller's stream waits for the kernels on the device
-            self.executor.cp.cuda.get_current_stream().wait_event(batch.ready)
+            self.cp.cuda.get_current_stream().wait_event(batch.ready)
         sample = batch.sample(0)
         sample._batch = batch  # keeps NVDEC frames alive as long as the views  # type: ignore[attr-defined]
         return sample

@@ -35,20 +35,30 @@ Pixels = Literal["upload", "nvdec"]
 MV_RECORD_BYTES = 40
 
 
-def cell_shift_for(mvs: np.ndarray, cell_shift: int = CELL_SHIFT) -> int:
-    """``cell_shift`` if every past-referencing block of the frame sits on its grid, else 0 (1-pixel cells).
+def grid_cell_shifts(records: np.ndarray, offsets: np.ndarray, cell_shift: int = CELL_SHIFT) -> np.ndarray:
+    """Per P-frame: ``cell_shift`` if every past-referencing block sits on its grid, else 0 (1-pixel cells).
 
-    The CPU backend finds this out by rasterising and retrying; the batched engine decides it here,
-    from the records (a few vector operations per frame), so that the GPU stage never reads a
-    result back to the host in the middle of a batch. The result is the same grid either way.
+    ``records`` are raw 40-byte AVMotionVector records (uint8) and ``offsets`` the (F + 1,) record range
+    of each frame. The CPU backend finds this out by rasterising and retrying; the batched engine
+    decides it here so that the GPU stage never reads a result back to the host in the middle of a
+    batch. The grid is the same either way. One vectorised pass over all the clip's records (a
+    per-frame pass costs ~40 us a frame in NumPy call overhead).
     """
-    if len(mvs) == 0 or "w" not in (mvs.dtype.names or ()):
-        return cell_shift
-    past = mvs["source"] < 0
-    w, h = mvs["w"][past].astype(np.int32), mvs["h"][past].astype(np.int32)
-    x0 = mvs["dst_x"][past].astype(np.int32) - w // 2
-    y0 = mvs["dst_y"][past].astype(np.int32) - h // 2
-    return 0 if np.any((x0 | y0 | w | h) & ((1 << cell_shift) - 1)) else cell_shift
+    n = len(offsets) - 1
+    raw = records.reshape(-1, MV_RECORD_BYTES)
+    if len(raw) == 0:
+        return np.full(n, cell_shift, np.int32)
+    i16 = raw.view("<i2")  # fields at even offsets: dst_x at byte 10, dst_y at 12
+    w, h = raw[:, 4].astype(np.int32), raw[:, 5].astype(np.int32)
+    x0, y0 = i16[:, 5] - (w >> 1), i16[:, 6] - (h >> 1)
+    bad = (((x0 | y0 | w | h) & ((1 << cell_shift) - 1)) != 0) & (raw[:, 3] >= 128)  # source < 0: top byte's sign
+    bad_before = np.concatenate([[0], np.cumsum(bad, dtype=np.int64)])
+    return np.where(bad_before[offsets[1:]] > bad_before[offsets[:-1]], 0, cell_shift).astype(np.int32)
+
+
+def cell_shift_for(mvs: np.ndarray, cell_shift: int = CELL_SHIFT) -> int:
+    """:func:`grid_cell_shifts` of one frame's records (a structured array as ``motion_vectors`` returns it)."""
+    return int(grid_cell_shifts(mvs.view(np.uint8).reshape(-1), np.array([0, len(mvs)]), cell_shift)[0])
 
 
 def i420_layout(width: int, height: int) -> tuple[int, int, int]:
@@ -172,20 +182,19 @@ class CpuStage:
         frame_bytes = y_bytes + 2 * uv_bytes
         yuv = np.empty(len(keys) * frame_bytes if upload else 0, np.uint8)
 
-        records, counts, shifts, first_of_gop = [], [0], [], {}
+        records, counts, first_of_gop = [], [0], {}
         clock = time.perf_counter
         t_start = clock()
         t_mv = t_copy = 0.0
         with GopReader(index, export_mvs=chain, threads=self.threads, fast=not upload) as reader:
             for gop, at in by_gop.items():
-                first_of_gop[gop] = len(shifts)
+                first_of_gop[gop] = len(counts) - 1
                 for pos, frame in reader.frames(gop, max(at) if chain else 0):
                     t0 = clock()
                     if pos > 0:
                         mvs = motion_vectors(frame)
-                        records.append(mvs.view(np.uint8).reshape(-1))
+                        records.append(mvs.view(np.uint8).reshape(-1).copy())  # a copy: the frame is released now
                         counts.append(len(mvs))
-                        shifts.append(cell_shift_for(mvs))
                     t1 = clock()
                     t_mv += t1 - t0
                     slot = slot_of.get((gop, pos))
@@ -196,6 +205,11 @@ class CpuStage:
                         yuv[base + y_bytes:base + y_bytes + uv_bytes].reshape(-1, cw)[...] = pu[:, :cw]
                         yuv[base + y_bytes + uv_bytes:base + frame_bytes].reshape(-1, cw)[...] = pv[:, :cw]
                     t_copy += clock() - t1
+        t0 = clock()
+        mv_records = np.concatenate(records) if records else np.zeros(0, np.uint8)
+        mv_offsets = np.cumsum(counts, dtype=np.int64)
+        shifts = grid_cell_shifts(mv_records, mv_offsets)
+        t_mv += clock() - t0
         t = len(picks)
         gops = np.array([g for g, _ in picks], np.int64)
         positions = np.array([p for _, p in picks], np.int64)
@@ -210,11 +224,10 @@ class CpuStage:
         return ClipPacket(
             path=index.path, width=w, height=h, colour_matrix=index.colour_matrix, modalities=mods, pixels=self.pixels,
             gops=gops, positions=positions, chain_len=chain_len,
-            mv_records=np.concatenate(records) if records else np.zeros(0, np.uint8),
-            mv_offsets=np.cumsum(counts, dtype=np.int64), cell_shifts=np.array(shifts, np.int32),
+            mv_records=mv_records, mv_offsets=mv_offsets, cell_shifts=shifts,
             chain_first=np.array([first_of_gop[g] if chain else 0 for g in gops], np.int32),
             frame_keys=np.array(keys, np.int32).reshape(-1, 2), iframe_slot=iframe_slot, frame_slot=frame_slot,
             yuv=yuv, frame_indices=np.array([index.gop_starts[g] + p for g, p in keys], np.int64), stats=stats)
 
 
-__all__ = ["ClipPacket", "CpuStage", "MV_RECORD_BYTES", "Pixels", "cell_shift_for", "i420_layout"]
+__all__ = ["ClipPacket", "CpuStage", "MV_RECORD_BYTES", "Pixels", "cell_shift_for", "grid_cell_shifts", "i420_layout"]

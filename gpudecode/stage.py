@@ -10,8 +10,9 @@ Per batch, whatever its number of clips N and segments T:
 3. at most four launches on the compute stream: zero the MV cell grids, rasterise every MV record
    of the batch, trace every (segment, pixel) back through its chain and gather MV and residual,
    convert every segment's I-frame. The trace form (proved in batch.cu) was chosen over one launch
-   per chain step because it needs no source maps between launches and its launch count does not
-   depend on the GOP positions either; which is faster on a GPU is not measured yet.
+   per chain step: that needs a launch per step and a source map per segment in flight (4 bytes a
+   pixel, twice: 3.8 GB for 64 x 8 segments at 1280x720), the trace only the MV cell grids. Their
+   speeds on a GPU are not compared (no GPU yet).
 
 Nothing waits for the device inside a batch: the host waits only before it reuses a staging buffer,
 for the copy out of it made two batches earlier. Outputs are (N, T, H, W, C) with H and W the
@@ -175,6 +176,9 @@ class GpuStage:
         cells = grid_h * grid_w
         cell_base = np.concatenate([[0], np.cumsum(cells)])
         num_cells = int(cell_base[-1])
+        if num_cells >= 2**31 or n * t * out_h >= 2**31:
+            raise ValueError(f"a batch of {n} clips with {num_frames} P-frames needs {num_cells} MV grid cells: "
+                             "more than the kernels' 32-bit counts allow; use smaller batches")
 
         yuv_sizes = np.array([p.yuv.nbytes for p in packets], np.int64)
         yuv_base = np.concatenate([[0], np.cumsum(yuv_sizes)])
@@ -215,7 +219,8 @@ class GpuStage:
             s[:, 5] = p.chain_len
             t1 = clock()
             planes = self._planes(p, dev + yuv_off + int(yuv_base[i]), keep)  # (K, 5): y, u, v, y_stride, uv_stride
-            t_nvdec += clock() - t1
+            if self.pixels == "nvdec":
+                t_nvdec += clock() - t1
             s[:, 3] = 1 if self.pixels == "upload" else 2
             for cols, slots in ((slice(6, 11), p.iframe_slot), (slice(11, 16), p.frame_slot)):
                 s[:, cols] = np.where(slots[:, None] >= 0, planes[np.maximum(slots, 0)] if len(planes) else 0, 0)

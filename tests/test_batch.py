@@ -33,7 +33,7 @@ def clips(tmp_path_factory):
     return [index_video(p, cache=False) for p in paths]
 
 
-def assert_batch_equals_cpu(batch, indexes, picks_list, modalities=("iframe", "mv", "residual")):
+def assert_batch_equals_cpu(batch, indexes, picks_list, modalities=("iframe", "mv", "residual"), to_host=np.asarray):
     cpu = CpuBackend()
     for i, (ix, picks) in enumerate(zip(indexes, picks_list)):
         want = cpu.decode(ix, picks, modalities=modalities)
@@ -42,8 +42,8 @@ def assert_batch_equals_cpu(batch, indexes, picks_list, modalities=("iframe", "m
             if m not in modalities:
                 assert getattr(batch, m) is None
                 continue
-            np.testing.assert_array_equal(getattr(got, m), getattr(want, m), err_msg=f"{ix.path} {m}")
-            pad = getattr(batch, m)[i].copy()
+            np.testing.assert_array_equal(to_host(getattr(got, m)), getattr(want, m), err_msg=f"{ix.path} {m}")
+            pad = np.array(to_host(getattr(batch, m)[i]))
             pad[:, :ix.height, :ix.width] = 0
             assert not pad.any(), f"{ix.path} {m}: padding not zero"
         np.testing.assert_array_equal(got.gops, want.gops)
@@ -294,3 +294,15 @@ def test_trace_equals_forward_recurrence_on_real_clips(real_dir, name):
     src = ((ys - mv[k - 1, ..., 1]).astype(np.int32) << 16) | (xs - mv[k - 1, ..., 0])
     np.testing.assert_array_equal(src, forward)
     assert np.abs(mv).max() > 0
+
+
+def test_cell_shifts_of_a_whole_clip_in_one_pass():
+    rng = np.random.default_rng(9)
+    frames = [random_blocks(rng, 96, 64, misaligned=m) for m in (False, True, False, True, False)]
+    frames.insert(2, frames[0][:0])  # a P-frame with no MV records
+    from gpudecode.packet import grid_cell_shifts
+
+    records = np.concatenate([f.view(np.uint8).reshape(-1) for f in frames])
+    offsets = np.cumsum([0] + [len(f) for f in frames])
+    want = [0 if ref.rasterize_mv(f, 96, 64, 3)[1] else 3 for f in frames]
+    assert grid_cell_shifts(records, offsets).tolist() == want and 0 in want and 3 in want

@@ -1,6 +1,7 @@
-"""GPU backend. Without a GPU: the package imports and asking for the GPU gives a clear error.
-With one (tests marked `cuda`): the CUDA build of the kernels equals the NumPy twins and the GPU
-backend equals the CPU backend for the same picks."""
+"""GPU backend. Without a GPU: the package imports and asking for the GPU gives a clear error (the
+batched stage itself runs here on the host executor: tests/test_batch.py). With one (tests marked
+`cuda`): the CUDA build of the kernels equals the NumPy twins, the batched stage on CuPy and the GPU
+backend equal the CPU backend for the same picks."""
 
 from __future__ import annotations
 
@@ -84,6 +85,27 @@ def test_cuda_kernels_equal_twins(cuda):
     want_mv, want_res = ref.gather_mv_residual(want, rgb.get(), y, u, v, width, height, 1)
     np.testing.assert_array_equal(mv.get(), want_mv)
     np.testing.assert_array_equal(res.get(), want_res)
+
+
+@pytest.mark.cuda
+def test_cupy_stage_equals_cpu_backend_on_a_batch(real_dir):
+    """The checks the host executor passes in CI (tests/test_batch.py), on CuPy: a batch of real clips in
+    four launches, bit-exact with the CPU backend, twice in a row (double buffer, no host sync inside)."""
+    from gpudecode._cuda import CupyExecutor
+    from gpudecode.packet import CpuStage
+    from gpudecode.stage import GpuStage
+    from tests.test_batch import assert_batch_equals_cpu
+
+    ixs = [index_video(real_dir / n, cache=False) for n in ("v_SoccerJuggling_g23_c01.avi", "v_GGSY1Qvo990.mp4")] * 2
+    ex = CupyExecutor()
+    stage, gpu = CpuStage(), GpuStage(ex)
+    for rep in range(2):
+        picks = [sample_gops(ix.gop_lengths, 8, mode="train", rng=rep * 10 + i) for i, ix in enumerate(ixs)]
+        before = len(ex.launches)
+        batch = gpu([stage(ix, p) for ix, p in zip(ixs, picks)])
+        assert len(ex.launches) - before == 4
+        batch.ready.synchronize()
+        assert_batch_equals_cpu(batch, ixs, picks, to_host=lambda a: a.get())
 
 
 @pytest.mark.cuda

@@ -373,8 +373,18 @@ class ClipLoader:
 
     Epochs must be read in order, starting at ``first_epoch`` (whose first ``start_step`` steps are
     skipped, to resume). ``kind="auto"`` takes DALI when it is installed. ``preprocess``: ``"ours"`` or
-    ``"published"`` (the input conventions of published weights, :mod:`teamnet.augment`).
+    ``"published"`` (the input conventions of published weights, :mod:`teamnet.augment`). ``engine="gpu"``
+    (or "auto" with a CUDA device and CuPy) returns a :class:`teamnet.gpu_loader.GpuClipLoader`: the
+    batched GPU engine.
     """
+
+    def __new__(cls, *args, engine: str = "cpu", device_id: int | None = None, **kwargs):
+        if cls is ClipLoader:
+            from teamnet.gpu_loader import GpuClipLoader, gpu_stage_available
+
+            if engine == "gpu" or (engine == "auto" and gpu_stage_available(device_id)):
+                cls = GpuClipLoader
+        return super().__new__(cls)
 
     def __init__(self, videos: VideoList, *, mode: Mode, modalities: Sequence[str], num_segments: int,
                  batch_size: int, size: int, scales: Sequence[float] = CROP_SCALES, flip: bool = True,
@@ -412,6 +422,13 @@ class ClipLoader:
     @property
     def modalities(self) -> tuple[str, ...]:
         return self.source.modalities
+
+    def describe(self) -> str:
+        """One line for the start of a run: which loader, engine and device this is."""
+        if self.kind == "dali":
+            return f"loader: DALI ({'CPU' if self.device_id is None else 'GPU'}), engine: {self.engine}, {self.workers} workers"
+        workers = f"{self.workers} workers" if self.workers > 1 else "in-process"
+        return f"loader: torch fallback (reference transform on the CPU, no DALI), engine: {self.engine}, {workers}"
 
     def steps(self, epoch: int | None = None) -> int:
         """Steps of an epoch (the first one, when resuming, has ``start_step`` fewer)."""

@@ -222,6 +222,8 @@ def test_describe_and_dispatch(tiny):
     assert type(ClipLoader(videos, engine="auto", kind="torch", **_args())) is ClipLoader  # no CUDA device here
     with pytest.raises(BackendUnavailableError, match="CUDA device"):
         ClipLoader(videos, engine="gpu", **_args())
+    with pytest.raises(ValueError, match="preprocess='ours' only"):
+        ClipLoader(videos, engine="gpu", executor=HostExecutor(), preprocess="published", **_args())
 
 
 def test_training_runs_on_the_gpu_path(tiny, tmp_path, monkeypatch):

@@ -48,7 +48,7 @@ def _reason(error: BaseException) -> str:
         return "the file is empty or cut short"
     if isinstance(error, KeyError) and error.args and isinstance(error.args[0], str):
         return f"it has no {error.args[0]!r} entry"
-    if isinstance(error, (KeyError, pickle.UnpicklingError)) and "weights_only" not in str(error):
+    if isinstance(error, (KeyError, IndexError, pickle.UnpicklingError)) and "weights_only" not in str(error):
         return "not a file written by torch.save"
     if isinstance(error, RuntimeError) and ("zip" in str(error) or "central directory" in str(error)):
         return "truncated or damaged: not a complete torch.save archive"
@@ -71,8 +71,7 @@ def checkpoint_errors(path: str | os.PathLike, what: str = "a TEAM-Net checkpoin
                            (("missing", r.missing), ("unexpected", r.unexpected), ("mismatched", r.mismatched)) if v)
         raise CheckpointError(f"{os.fspath(path)} does not fit the model ({counts} keys)",
                               "was it written for another model or number of classes?") from e
-    except (OSError, EOFError, KeyError, pickle.UnpicklingError, RuntimeError, ValueError, TypeError,
-            AttributeError) as e:
+    except Exception as e:  # torch.load raises whatever its unpickler meets in a file that is not its own
         reason = _reason(e) if not isinstance(e, ValueError) else str(e).removeprefix(f"{os.fspath(path)}: ")
         raise CheckpointError(f"{os.fspath(path)} is not {what} ({reason})") from e
 

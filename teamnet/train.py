@@ -117,8 +117,11 @@ def evaluate(model: nn.Module, loader: ClipLoader, round_: int, cfg: TrainConfig
 
 
 # -- training -----------------------------------------------------------------------------------------------
-def _loader(cfg: TrainConfig, videos: VideoList, mode: str, modalities, env: Dist, engine: str, **kw) -> ClipLoader:
+def _loader(cfg: TrainConfig, videos: VideoList, mode: str, modalities, env: Dist, engine: str | None = None,
+            **kw) -> ClipLoader:
+    """The loader of one split; ``engine``: the resolved backend (default: ``data.engine`` as configured)."""
     d = cfg.data
+    engine = engine or d.engine
     train = mode == "train"
     return ClipLoader(
         videos, mode=mode, modalities=modalities,

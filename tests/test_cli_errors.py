@@ -284,3 +284,16 @@ def test_commands_in_a_subprocess(tmp_path):
     done = _run("gpudecode.cli", "inspect", str(tmp_path / "empty"))
     assert done.returncode == 2 and "no videos found in" in _one_line_error(done.stderr, "gpudecode")
     assert not (tmp_path / "r").exists()
+
+
+def test_a_native_crash_prints_the_python_stack(tmp_path):
+    # faulthandler is on in the entry points: a SIGSEGV in FFmpeg or a kernel shows where Python was
+    code = ("import os, signal\nfrom gpudecode._cli_errors import run_main\n"
+            "def crash(argv):\n    os.kill(os.getpid(), signal.SIGSEGV)\n"
+            "run_main(crash, [], prog='gpudecode')\n")
+    script = tmp_path / "crash.py"
+    script.write_text(code)
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode != 0
+    assert "Fatal Python error: Segmentation fault" in done.stderr and "in crash" in done.stderr

@@ -29,7 +29,7 @@ import yaml
 from torch import nn
 
 from gpudecode.errors import BackendUnavailableError
-from teamnet.checkpoint import load_state_dict_checked, save_checkpoint, state_dict_of
+from teamnet.checkpoint import load_state_dict_checked, save_checkpoint, state_dict_of, unwrap_model
 from teamnet.config import TrainConfig, config_to_dict
 from teamnet.datasets import BadVideoReport, VideoList, ensure_synthetic, load_split
 from teamnet.errors import CheckpointError, ConfigError, DataError, RunDirError, checkpoint_errors
@@ -182,6 +182,60 @@ def build(cfg: TrainConfig, num_classes: int) -> nn.Module:
     return model
 
 
+# -- optimiser ----------------------------------------------------------------------------------------------
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
+
+
+def param_groups(model: nn.Module, optim) -> list[dict[str, Any]]:
+    """SGD parameter groups of the published recipe (DESIGN §3), each with its ``lr_mult``:
+
+    - ``weights``: everything else, base lr, weight decay;
+    - ``norm_and_bias``: biases and normalisation parameters, base lr, no weight decay (unless
+      ``optim.decay_norm_and_bias``);
+    - ``head_weights`` / ``head_biases``: the new classifier layers (``heads.*``), ``optim.head_lr_mult``
+      times the base lr; head biases without weight decay either (unless ``decay_norm_and_bias``).
+    """
+    norm_params = {id(p) for m in model.modules() if isinstance(m, _NORMS) for p in m.parameters(recurse=False)}
+    decay, exempt = optim.weight_decay, optim.weight_decay if optim.decay_norm_and_bias else 0.0
+    head_w, head_b = optim.head_lr_mult
+    groups = {"weights": ([], 1.0, decay), "norm_and_bias": ([], 1.0, exempt),
+              "head_weights": ([], head_w, decay), "head_biases": ([], head_b, exempt)}
+    for name, p in unwrap_model(model).named_parameters():
+        if not p.requires_grad:
+            continue
+        bias_like = id(p) in norm_params or name.endswith(".bias") or p.ndim <= 1
+        if name.startswith("heads."):
+            groups["head_biases" if bias_like else "head_weights"][0].append(p)
+        else:
+            groups["norm_and_bias" if bias_like else "weights"][0].append(p)
+    return [{"params": params, "name": name, "lr_mult": mult, "weight_decay": wd}
+            for name, (params, mult, wd) in groups.items() if params]
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """The scheduled base ``lr`` times each group's ``lr_mult``."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_mult", 1.0)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig, lr: float) -> torch.optim.SGD:
+    optimizer = torch.optim.SGD(param_groups(model, cfg.optim), lr=lr, momentum=cfg.optim.momentum,
+                                weight_decay=cfg.optim.weight_decay)
+    set_lr(optimizer, lr)
+    return optimizer
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any], path: Path) -> None:
+    """The resumed optimiser state; one written with other parameter groups is a :class:`CheckpointError`."""
+    saved = [g.get("name") for g in state["param_groups"]]
+    ours = [g.get("name") for g in optimizer.param_groups]
+    if saved != ours:
+        raise CheckpointError(f"{path}: its optimiser has the parameter groups {saved}, this code makes {ours} "
+                              "(the published recipe's groups, optim.head_lr_mult)",
+                              'start over with resume="" or a new out_dir (model.init_from=... keeps the weights)')
+    optimizer.load_state_dict(state)
+
+
 # -- checkpoints --------------------------------------------------------------------------------------------
 @dataclass
 class EpochTally:
@@ -272,6 +326,11 @@ def read_resume(cfg: TrainConfig) -> Resume | None:
                         int(extra["global_step"]), float(extra["best_top1"]),
                         EpochTally.from_state(extra.get("epoch_tally")), bool(extra.get("pending_eval", False)),
                         dict(checkpoint.get("metrics") or {}))
+    groups = [g.get("name") for g in (checkpoint.get("optimizer") or {}).get("param_groups", [])]
+    if None in groups:
+        raise CheckpointError(f"{path}: written before the optimiser had the published recipe's parameter groups "
+                              "(optim.head_lr_mult), so its optimiser state cannot be resumed",
+                              'start over with resume="" or a new out_dir; model.init_from=... keeps the weights')
     recorded = (checkpoint.get("config") or {}).get("model") or {}
     wanted = config_to_dict(cfg)["model"]
     theirs = (recorded.get("name"), recorded.get("kwargs") or {})
@@ -394,5 +453,6 @@ def loggable(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: clean(v) for k, v in metrics.items()}
 
 
-__all__ = ["Dist", "EpochTally", "Resume", "Run", "describe_loader", "find_resume", "load_data", "loggable",
-           "prepare_run", "read_resume", "resolve_amp", "resolve_engine", "save_state", "seed_everything"]
+__all__ = ["Dist", "EpochTally", "Resume", "Run", "describe_loader", "find_resume", "load_data", "load_optimizer_state",
+           "loggable", "make_optimizer", "param_groups", "prepare_run", "read_resume", "resolve_amp", "resolve_engine",
+           "save_state", "seed_everything", "set_lr"]

@@ -48,10 +48,14 @@ from teamnet.runsetup import (  # noqa: F401 (resolve_amp, find_resume, save_sta
     Run,
     describe_loader,
     find_resume,
+    load_optimizer_state,
     loggable,
+    make_optimizer,
+    param_groups,
     prepare_run,
     resolve_amp,
     save_state,
+    set_lr,
 )
 
 _STOP_NOTICE = "Ctrl-C: stopping after this step and saving a checkpoint"
@@ -194,13 +198,12 @@ def _train(cfg: TrainConfig, env: Dist) -> dict[str, Any]:
     model.to(env.device)
     if cfg.model.channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr_at(cfg, start_epoch), momentum=cfg.optim.momentum,
-                                weight_decay=cfg.optim.weight_decay)
+    optimizer = make_optimizer(model, cfg, lr_at(cfg, start_epoch))
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
     if resume is not None:
         from teamnet.runsetup import set_rng_state
 
-        optimizer.load_state_dict(resume.checkpoint["optimizer"])
+        load_optimizer_state(optimizer, resume.checkpoint["optimizer"], resume.path)
         scaler.load_state_dict(resume.checkpoint["extra"]["scaler"])
         set_rng_state(resume.checkpoint["extra"]["rng"])
         resume.checkpoint = {}  # free the tensors
@@ -313,8 +316,7 @@ class _Loop:
         cfg, env, optimizer, scaler = self.cfg, self.env, self.optimizer, self.scaler
         epochs = cfg.optim.epochs
         lr = lr_at(cfg, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(optimizer, lr)
         set_train_mode(self.ddp, cfg.model.freeze_bn)
         autocast = (lambda: torch.autocast(env.device.type, dtype=self.amp_dtype)) if self.amp_dtype \
             else contextlib.nullcontext

@@ -81,6 +81,7 @@ def _env() -> dict[str, str]:
 def test_configs_load(path):
     cfg = load_config(path)
     assert cfg.optim.weight_decay == 5e-4 and cfg.optim.momentum == 0.9
+    assert cfg.optim.head_lr_mult == (5.0, 10.0) and not cfg.optim.decay_norm_and_bias  # the published recipe
     if path.stem != "synthetic":  # the paper's settings (DESIGN §3)
         assert cfg.optim.batch_size == 80 and cfg.data.num_segments == 8
         if path.stem.startswith("kinetics"):
@@ -102,6 +103,42 @@ def test_overrides_and_errors():
         load_config(None, ["amp=fp32"])
     with pytest.raises(TypeError, match="integer"):
         load_config(None, ["optim.epochs=ten"])
+
+
+def test_parameter_groups_follow_the_published_recipe():
+    # issue 12: new classifier layers at 5x (weights) / 10x (biases) the lr; weight decay 5e-4 on weights
+    # only, not on biases and BatchNorm (what the published script meant; by a bug it applied none).
+    from teamnet.models import build_model
+    from teamnet.train import make_optimizer, param_groups, set_lr
+
+    model = build_model("teamnet", num_classes=5, iframe_depth=18, mv_depth=18, residual_depth=18)
+    names = {id(p): n for n, p in model.named_parameters()}
+    norms = {id(p) for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+             for p in m.parameters()}
+    cfg = load_config(None)
+    groups = {g["name"]: g for g in param_groups(model, cfg.optim)}
+    assert set(groups) == {"weights", "norm_and_bias", "head_weights", "head_biases"}
+    every = [id(p) for g in groups.values() for p in g["params"]]
+    assert sorted(every) == sorted(names) and len(set(every)) == len(every)  # each parameter exactly once
+    head = {n for n in names.values() if n.startswith("heads.")}
+    assert {names[id(p)] for p in groups["head_weights"]["params"]} == {n for n in head if n.endswith("weight")}
+    assert {names[id(p)] for p in groups["head_biases"]["params"]} == {n for n in head if n.endswith("bias")}
+    assert {id(p) for p in groups["norm_and_bias"]["params"]} == \
+        {id(p) for p in model.parameters() if (id(p) in norms or names[id(p)].endswith(".bias"))} - \
+        {id(p) for p in groups["head_biases"]["params"]}
+    assert all(p.ndim == 4 or names[id(p)].startswith("team.") and p.ndim == 2
+               for p in groups["weights"]["params"])  # convolutions and TEAM's linear layers
+    assert [(groups[k]["lr_mult"], groups[k]["weight_decay"]) for k in
+            ("weights", "norm_and_bias", "head_weights", "head_biases")] == [(1, 5e-4), (1, 0), (5, 5e-4), (10, 0)]
+    optimizer = make_optimizer(model, cfg, 0.01)
+    set_lr(optimizer, 0.001)
+    assert {g["name"]: g["lr"] for g in optimizer.param_groups} == pytest.approx(
+        {"weights": 0.001, "norm_and_bias": 0.001, "head_weights": 0.005, "head_biases": 0.01})
+    # decay everywhere and one lr, on request
+    plain = load_config(None, ["optim.decay_norm_and_bias=true", "optim.head_lr_mult=[1, 1]"])
+    assert {(g["lr_mult"], g["weight_decay"]) for g in param_groups(model, plain.optim)} == {(1, 5e-4)}
+    with pytest.raises(ValueError, match="head_lr_mult"):
+        load_config(None, ["optim.head_lr_mult=[5, 0]"])
 
 
 def test_amp_choice():

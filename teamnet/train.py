@@ -14,8 +14,14 @@ A stopped run resumes exactly where it was when started again with the same ``ou
 weights, optimiser, AMP scaler, schedule, RNG states and the position inside the epoch. Evaluate only:
 ``--set optim.epochs=0 --set model.init_from=runs/x/best.pt``.
 
-Outputs in ``out_dir``: ``last.pt`` (every epoch, atomically), ``best.pt`` (best top-1), ``metrics.jsonl``,
-``config.yaml`` (the resolved configuration), and TensorBoard events when tensorboard is installed.
+Ctrl-C stops at the next step, saves that exact position to ``out_dir/last.pt`` and exits with status 130;
+the same command resumes from there. Mistakes in the configuration, the data, a checkpoint or the machine
+(``device=cuda``, ``data.engine=gpu`` without a GPU) end in one line and status 1 or 2, before anything is
+written to ``out_dir`` (:mod:`teamnet.runsetup` checks them; this module is the training loop).
+
+Outputs in ``out_dir``: ``last.pt`` (every epoch, atomically), ``best.pt`` (best top-1), ``metrics.jsonl``
+(one record per logged step, epoch and test, epochs counted from 1), ``config.yaml`` (the resolved
+configuration), and TensorBoard events when tensorboard is installed.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from teamnet.dali_loader import ClipLoader
 from teamnet.datasets import BadVideoReport, VideoList
 from teamnet.errors import DataError, TeamnetError
 from teamnet.metrics import ClassificationMeter, MetricsLog, format_metrics
-from teamnet.runsetup import (  # noqa: F401 (resolve_amp, find_resume, save_state: public names of this module too)
+from teamnet.runsetup import (  # noqa: F401 (find_resume, param_groups, resolve_amp: also imported from here)
     Dist,
     EpochTally,
     Run,

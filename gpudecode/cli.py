@@ -142,7 +142,9 @@ def cmd_index(args) -> int:
 def cmd_prepare(args) -> int:
     from gpudecode.prepare import prepare_videos
 
-    sources = expand_videos(args.src) if len(args.src) > 1 or not Path(args.src[0]).is_dir() else Path(args.src[0])
+    sources = expand_videos(args.src)  # a folder without videos is an error that names it
+    if len(args.src) == 1 and Path(args.src[0]).is_dir():
+        sources = Path(args.src[0])  # the folder itself: outputs keep the layout below it
     report = prepare_videos(sources, args.dst, codec=args.codec, gop=args.gop, size=args.size,
                             workers=args.workers, overwrite=args.overwrite, progress=True)
     print(report.summary())

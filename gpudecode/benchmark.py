@@ -164,14 +164,25 @@ def synthetic_clips(size: tuple[int, int] = (340, 256), codec: str = "mpeg4") ->
 def run_benchmark(paths: Sequence[str | os.PathLike] | None = None, *, backends: str = "cpu", num_segments: int = 8,
                   clips: int = 200, workers: int | None = None, output: str | os.PathLike | None = None) -> dict:
     """Measure and write JSON; returns the report (its ``summary`` is what the CLI prints)."""
+    from gpudecode.errors import GpudecodeError
     from gpudecode.index import index_videos
 
+    if backends not in ("cpu", "gpu", "both"):
+        raise ValueError(f"backends must be 'cpu', 'gpu' or 'both', got {backends!r}")
+    if backends == "gpu":  # nothing to measure without one: say so before any work
+        from gpudecode._cuda import import_cupy
+
+        import_cupy()
     paths = [str(p) for p in paths] if paths else synthetic_clips()
     indexed = index_videos(paths, progress=False)
     readable = [p for p, ix in indexed.items() if not isinstance(ix, Exception) and not ix.problems()]
+    skipped = {str(p): str(ix) if isinstance(ix, Exception) else str(ix.problems()[0])
+               for p, ix in indexed.items() if isinstance(ix, Exception) or ix.problems()}
     if not readable:
-        raise ValueError("none of the videos can be read by the engine as is: run `gpudecode prepare` first")
-    report: dict = {"videos": readable, "segments": num_segments, "results": {}}
+        first = next(iter(skipped.values()), "")
+        raise GpudecodeError(None, f"none of the {len(paths)} videos can be read by the engine as is "
+                                   f"(e.g. {first})", "check them with `gpudecode inspect`; run `gpudecode prepare`")
+    report: dict = {"videos": readable, "skipped": skipped, "segments": num_segments, "results": {}}
     if backends in ("cpu", "both"):
         report["results"]["cpu"] = bench_cpu(readable, clips=clips, segments=num_segments, workers=workers)
     if backends in ("gpu", "both"):
@@ -184,3 +195,25 @@ def run_benchmark(paths: Sequence[str | os.PathLike] | None = None, *, backends:
                          for name, r in report["results"].items()}
     report["output"] = str(write_result("engine", report, output))
     return report
+
+
+def format_report(report: dict) -> str:
+    """What ``gpudecode benchmark`` prints: skipped videos, clips/s and per-stage ms per clip, the JSON path."""
+    lines = []
+    skipped = report.get("skipped") or {}
+    if skipped:
+        lines.append(f"skipped {len(skipped)} video(s) the engine cannot read as is:")
+        lines += [f"  {message if path in message else f'{path}: {message}'}" for path, message in skipped.items()]
+    lines.append(f"{len(report['videos'])} video(s), {report['segments']} segments per clip")
+    stages = sorted({k for r in report["results"].values() for k in r.get("ms_per_clip_by_stage", {})})
+    header = f"{'backend':<12s} {'clips/s':>9s} {'frames/s':>10s}" + "".join(f" {s:>10s}" for s in stages)
+    lines += [header + "   (ms per clip by stage)", "-" * len(header)]
+    for name, r in report["results"].items():
+        if "error" in r:
+            lines.append(f"{name:<12s} failed: {r['error']}")
+            continue
+        by_stage = r.get("ms_per_clip_by_stage", {})
+        lines.append(f"{name:<12s} {r['clips_per_s']:9.1f} {r['decoded_frames_per_s']:10.0f}"
+                     + "".join(f" {by_stage.get(s, float('nan')):10.2f}" for s in stages))
+    lines.append(f"wrote {os.path.abspath(report['output'])}")
+    return "\n".join(lines)

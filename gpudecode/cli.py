@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
+
+from gpudecode._cli_errors import UsageError, run_main
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".3gp")
 
@@ -28,13 +31,32 @@ def _size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _positive(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def expand_videos(items: Sequence[str]) -> list[Path]:
-    """Folders (searched recursively for video files), list files (one path per line) and videos."""
+    """Folders (searched recursively for video files), list files (one path per line) and videos.
+
+    A folder without any video is a :class:`UsageError` that names it (also a folder named like a video).
+    """
     out: list[Path] = []
     for item in items:
         p = Path(item)
         if p.is_dir():
-            out += sorted(q for q in p.rglob("*") if q.suffix.lower() in VIDEO_EXTENSIONS and q.is_file())
+            found = sorted(q for q in p.rglob("*") if q.suffix.lower() in VIDEO_EXTENSIONS and q.is_file())
+            if not found:
+                raise UsageError(f"no videos found in {item}" + (" (a folder, not a video file)"
+                                                                  if p.suffix.lower() in VIDEO_EXTENSIONS else ""),
+                                 f"video files end in {', '.join(VIDEO_EXTENSIONS)}")
+            out += found
         elif p.suffix.lower() == ".txt" and p.is_file():
             base = p.parent
             for line in p.read_text().splitlines():
@@ -94,8 +116,11 @@ def cmd_show(args) -> int:
 
     sampler = VideoSampler(num_segments=args.segments, backend=args.backend)
     sample = sampler(args.video, mode=args.mode, rng=args.seed)
-    out = save_sample_figure(sample, args.output)
-    print(f"{sample}\nwrote {out}")
+    try:
+        out = save_sample_figure(sample, args.output)
+    except OSError as e:
+        raise UsageError(f"cannot write {args.output}: {e.strerror or e}", "choose another -o/--output") from None
+    print(f"{sample}\nwrote {os.path.abspath(out)}")
     return 0
 
 
@@ -117,7 +142,9 @@ def cmd_index(args) -> int:
 def cmd_prepare(args) -> int:
     from gpudecode.prepare import prepare_videos
 
-    sources = expand_videos(args.src) if len(args.src) > 1 or not Path(args.src[0]).is_dir() else Path(args.src[0])
+    sources = expand_videos(args.src)  # a folder without videos is an error that names it
+    if len(args.src) == 1 and Path(args.src[0]).is_dir():
+        sources = Path(args.src[0])  # the folder itself: outputs keep the layout below it
     report = prepare_videos(sources, args.dst, codec=args.codec, gop=args.gop, size=args.size,
                             workers=args.workers, overwrite=args.overwrite, progress=True)
     print(report.summary())
@@ -130,87 +157,98 @@ def cmd_synth(args) -> int:
     report = make_synthetic_dataset(args.dst, num_videos_per_class=args.videos_per_class, size=args.size,
                                     num_frames=args.frames, codec=args.codec, gop=args.gop, seed=args.seed, progress=True)
     print(report)
+    test_list = Path(args.dst) / "test.txt"
+    if test_list.exists() and not test_list.read_text().strip():
+        print(f"gpudecode synth: warning: {test_list} is empty: with {args.videos_per_class} clip(s) per class every "
+              "clip went to training; use --videos-per-class 3 or more for a test split", file=sys.stderr)
     return 0
 
 
 def cmd_benchmark(args) -> int:
-    from gpudecode.benchmark import run_benchmark
+    from gpudecode.benchmark import format_report, run_benchmark
 
     report = run_benchmark(expand_videos(args.videos) if args.videos else None, backends=args.backend,
                            num_segments=args.segments, clips=args.clips, workers=args.workers, output=args.output)
-    print(json.dumps(report["summary"], indent=2))
-    return 0
+    print(format_report(report))
+    failed = {name: r["error"] for name, r in report["results"].items() if "error" in r}
+    for name, error in failed.items():
+        print(f"gpudecode benchmark: error: {name}: {error}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpudecode", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    defaults = argparse.ArgumentDefaultsHelpFormatter
 
-    p = sub.add_parser("inspect", help="GOP table summary and whether the engine can read a video as is")
-    p.add_argument("videos", nargs="+", help="videos, folders or list files")
-    p.add_argument("--gops", action="store_true", help="print every GOP")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = sub.add_parser("inspect", help="GOP table summary and whether the engine can read a video as is",
+                       formatter_class=defaults)
+    p.add_argument("videos", nargs="+", help="videos, folders (searched recursively) or list files (one path a line)")
+    p.add_argument("--gops", action="store_true", help="print every GOP (first and last frame, length)")
+    p.add_argument("--json", action="store_true", help="machine-readable output (one object per video)")
     p.add_argument("--no-cache", action="store_true", help="re-index instead of using the GOP index cache")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("show", help="draw I-frame, MV (colour wheel) and residual of the sampled segments")
-    p.add_argument("video")
-    p.add_argument("-o", "--output", default="sample.png")
-    p.add_argument("--segments", type=int, default=8)
-    p.add_argument("--mode", choices=["train", "test"], default="test")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", choices=["cpu", "gpu", "auto"], default="cpu")
+    p = sub.add_parser("show", help="draw I-frame, MV (colour wheel) and residual of the sampled segments",
+                       formatter_class=defaults)
+    p.add_argument("video", help="the video to draw")
+    p.add_argument("-o", "--output", default="sample.png", help="PNG to write (its path is printed)")
+    p.add_argument("--segments", type=_positive, default=8, help="TSN segments, one column each")
+    p.add_argument("--mode", choices=["train", "test"], default="test",
+                   help="test: centre GOP and middle P-frame of each segment; train: random ones (--seed)")
+    p.add_argument("--seed", type=int, default=0, help="random picks in --mode train")
+    p.add_argument("--backend", choices=["cpu", "gpu", "auto"], default="cpu", help="decoding backend")
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("index", help="build the GOP index cache for a dataset, in parallel")
+    p = sub.add_parser("index", help="build the GOP index cache for a dataset, in parallel", formatter_class=defaults)
     p.add_argument("videos", nargs="+", help="videos, folders or list files")
-    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--workers", type=_positive, default=None, help="processes (default: all cores)")
     p.set_defaults(func=cmd_index)
 
-    p = sub.add_parser("prepare", help="re-encode videos to the engine's canonical form")
-    p.add_argument("src", nargs="+", help="a folder, or videos / list files")
-    p.add_argument("dst")
-    p.add_argument("--codec", choices=["mpeg4", "h264"], default="mpeg4")
-    p.add_argument("--gop", type=int, default=12, help="frames per GOP (an I-frame every GOP frames)")
-    p.add_argument("--size", type=_size, default=None, help="resize, e.g. 340x256")
-    p.add_argument("--workers", type=int, default=None)
+    p = sub.add_parser("prepare", help="re-encode videos to the engine's canonical form", formatter_class=defaults)
+    p.add_argument("src", nargs="+", help="a folder (searched recursively), or videos / list files")
+    p.add_argument("dst", help="output folder; the source layout is kept, done files are skipped (resumable)")
+    p.add_argument("--codec", choices=["mpeg4", "h264"], default="mpeg4", help="output codec (both export MVs)")
+    p.add_argument("--gop", type=_positive, default=12, help="frames per GOP (an I-frame every GOP frames)")
+    p.add_argument("--size", type=_size, default=None, help="resize to WIDTHxHEIGHT, e.g. 340x256 (default: keep)")
+    p.add_argument("--workers", type=_positive, default=None, help="processes (default: all cores)")
     p.add_argument("--overwrite", action="store_true", help="re-encode files that are already done")
     p.set_defaults(func=cmd_prepare)
 
-    p = sub.add_parser("synth", help="generate the synthetic dataset whose classes differ by motion only")
-    p.add_argument("dst")
-    p.add_argument("--videos-per-class", type=int, default=24)
-    p.add_argument("--size", type=_size, default=(112, 112))
-    p.add_argument("--frames", type=int, default=48)
-    p.add_argument("--codec", choices=["mpeg4", "h264"], default="mpeg4")
-    p.add_argument("--gop", type=int, default=12)
-    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("synth", help="generate the synthetic dataset whose classes differ by motion only",
+                       formatter_class=defaults)
+    p.add_argument("dst", help="output folder: videos/, train.txt, test.txt, classInd.txt")
+    p.add_argument("--videos-per-class", type=_positive, default=24,
+                   help="clips per class (8 classes); a quarter go to test.txt, so use 3 or more")
+    p.add_argument("--size", type=_size, default=(112, 112), help="WIDTHxHEIGHT, even, at least 16x16")
+    p.add_argument("--frames", type=_positive, default=48, help="frames per clip")
+    p.add_argument("--codec", choices=["mpeg4", "h264"], default="mpeg4", help="codec of the clips")
+    p.add_argument("--gop", type=_positive, default=12, help="frames per GOP")
+    p.add_argument("--seed", type=int, default=0, help="content and motion seed (same seed, same bytes)")
     p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser("benchmark", help="clips/s of the engine on the CPU (all cores), the GPU, or both")
+    p = sub.add_parser("benchmark", help="clips/s of the engine on the CPU (all cores), the GPU, or both",
+                       formatter_class=defaults)
     p.add_argument("videos", nargs="*", help="videos, folders or list files (default: a generated synthetic set)")
-    p.add_argument("--backend", choices=["cpu", "gpu", "both"], default="cpu")
-    p.add_argument("--segments", type=int, default=8)
-    p.add_argument("--clips", type=int, default=200, help="clips to decode per backend")
-    p.add_argument("--workers", type=int, default=None, help="CPU worker processes (default: all cores)")
+    p.add_argument("--backend", choices=["cpu", "gpu", "both"], default="cpu",
+                   help="gpu/both need an NVIDIA GPU and gpudecode[cuda12|cuda13]")
+    p.add_argument("--segments", type=_positive, default=8, help="TSN segments per clip")
+    p.add_argument("--clips", type=_positive, default=200, help="clips to decode per backend")
+    p.add_argument("--workers", type=_positive, default=None, help="CPU worker processes (default: all cores)")
     p.add_argument("--output", default=None, help="JSON path (default: benchmarks/results/engine_<host>.json)")
     p.set_defaults(func=cmd_benchmark)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    import faulthandler
-
-    from gpudecode.errors import GpudecodeError
-
-    if not faulthandler.is_enabled():  # a native crash (FFmpeg) at least prints the Python stack
-        faulthandler.enable()
+def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except GpudecodeError as e:
-        print(f"gpudecode {args.command}: {e}", file=sys.stderr)
-        return 2
+    return args.func(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``gpudecode``: expected errors (a bad video, a missing GPU, a wrong option) end in one line on stderr
+    and exit status 1 or 2 (``gpudecode._cli_errors``); Ctrl-C ends with 130 without tracebacks."""
+    return run_main(_main, argv, prog="gpudecode")
 
 
 if __name__ == "__main__":

@@ -128,6 +128,8 @@ def prepare_one(
         container = dst.suffix.lower().lstrip(".")  # type: ignore[assignment]
     if container not in CONTAINERS:
         raise ValueError(f"container must be one of {CONTAINERS} (or a .mp4/.avi dst), got {container!r}")
+    if gop < 1:
+        raise ValueError(f"gop must be >= 1, got {gop}")
     if size is not None:
         size = _check_size(size)
 
@@ -191,6 +193,32 @@ def prepare_one(
 
 # --------------------------------------------------------------------------------------------------
 # Many videos
+
+
+def remove_stale_parts(dst: PathLike) -> list[Path]:
+    """Delete ``.NAME.PID.part`` files that :func:`prepare_one` left under ``dst`` when its process was
+    killed (the PID no longer runs); a part whose process still runs belongs to a concurrent prepare."""
+    removed = []
+    for part in Path(dst).rglob(".*.part") if Path(dst).is_dir() else ():
+        pid = part.name[:-len(".part")].rsplit(".", 1)[-1]
+        if not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        try:
+            part.unlink()
+            removed.append(part)
+        except OSError:  # gone already, or not ours to remove
+            pass
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 @dataclass
@@ -322,6 +350,7 @@ def prepare_videos(
     if size is not None:
         size = _check_size(size)
     dst = Path(dst)
+    remove_stale_parts(dst)  # an earlier run that was killed left them
     base, files, missing = _collect(sources, dst)
     report = PrepareReport(failed=list(missing))
 

@@ -1,8 +1,11 @@
 """Class activation maps of the three streams over the sampled frames (the paper's Figures 2 and 4).
 
-One row per stream (I-frame, MV, residual), one column per segment; each panel shows what the stream saw
-(the I-frame, the MV field on a colour wheel, the residual around grey) with the CAM of the predicted class
-laid over it (Zhou et al. 2016: the classifier weights of that class applied to the last feature map).
+Two rows per stream (I-frame, MV, residual), one column per segment: what the stream saw (the I-frame,
+the MV field on its colour wheel, the residual around grey) with the CAM's half-maximum contour drawn on it,
+and below it the CAM of the predicted class alone (Zhou et al. 2016: the classifier weights of that class
+applied to the last feature map) with a colour bar. A colour overlay would mix the CAM's colours with the MV
+wheel's hue code, so the map gets its own row. Each stream's CAM is normalised over the clip on its own
+(segments of one stream stay comparable; streams have different scales).
 """
 
 from __future__ import annotations
@@ -36,9 +39,10 @@ def upsample_cams(cams: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
 
 
 def draw_cams(frames: Mapping[str, np.ndarray], cams: Mapping[str, torch.Tensor], path: str | os.PathLike, *,
-              title: str | None = None, alpha: float = 0.45) -> Path:
+              title: str | None = None, contour: float = 0.5) -> Path:
     """Save the figure: ``frames[m]`` is what stream ``m`` saw, (T, H, W, C) in pixels (uint8 RGB I-frames,
-    MVs in pixels, residuals), ``cams[m]`` its (T, h, w) activation map."""
+    MVs in pixels, residuals), ``cams[m]`` its (T, h, w) activation map. ``contour``: the CAM level outlined
+    on the input (a fraction of the stream's maximum over the clip)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -46,23 +50,32 @@ def draw_cams(frames: Mapping[str, np.ndarray], cams: Mapping[str, torch.Tensor]
 
     names = [m for m in ("iframe", "mv", "residual") if m in cams]
     t = cams[names[0]].shape[0]
-    fig, axes = plt.subplots(len(names), t, figsize=(2.0 * t + 0.6, 2.1 * len(names) + 0.4), squeeze=False)
+    fig, axes = plt.subplots(2 * len(names), t, figsize=(2.0 * t + 1.2, 3.9 * len(names) + 0.4), squeeze=False,
+                             layout="constrained")
     for r, m in enumerate(names):
         img = _to_rgb(m, np.asarray(frames[m]))
         heat = upsample_cams(cams[m], img.shape[1:3])
+        line = "black" if m == "mv" else "white"  # the MV wheel is white where nothing moves
         for c in range(t):
-            ax = axes[r][c]
-            ax.imshow(img[c])
-            ax.imshow(heat[c], cmap="jet", alpha=alpha, vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            top, bottom = axes[2 * r][c], axes[2 * r + 1][c]
+            top.imshow(img[c])
+            if heat[c].max() > contour > heat[c].min():
+                top.contour(heat[c], levels=[contour], colors=line, linewidths=1.2)
+            shown = bottom.imshow(heat[c], cmap="inferno", vmin=0, vmax=1)
+            for ax in (top, bottom):
+                ax.set_xticks([])
+                ax.set_yticks([])
             if c == 0:
-                ax.set_ylabel(_TITLES[m])
+                top.set_ylabel(_TITLES[m])
+                bottom.set_ylabel(f"{_TITLES[m]} CAM")
             if r == 0:
-                ax.set_title(f"segment {c + 1}", fontsize=9)
+                top.set_title(f"segment {c + 1}", fontsize=9)
+        bar = fig.colorbar(shown, ax=[*axes[2 * r], *axes[2 * r + 1]], fraction=0.03, pad=0.01, shrink=0.5,
+                           anchor=(0.0, 0.0))
+        bar.set_label("CAM / max over clip", fontsize=7)
+        bar.ax.tick_params(labelsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

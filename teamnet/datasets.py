@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,6 +210,8 @@ def parse_ucf101(splits: str | os.PathLike, subset: Subset = "train", *, split: 
         label = lookup(folder_name, where) if folder_name else None
         if len(parts) > 1:
             given = int(parts[-1]) - 1
+            if not 0 <= given < len(classes):
+                raise ValueError(f"{where}: label {given + 1} is outside classInd.txt's 1..{len(classes)}")
             if label is not None and given != label:
                 raise ValueError(f"{where}: label {given + 1} says {classes[given]!r} but the folder says {folder_name!r}")
             label = given
@@ -330,6 +333,15 @@ def parse_list(list_file: str | os.PathLike, *, root: str | os.PathLike | None =
         labels = [int(lab) for lab, _ in raw]
         if classes is None:
             classes = [str(i) for i in range(max(labels) + 1)] if labels else []
+            missing = len(classes) - len(set(labels))
+            if missing > 0:
+                warnings.warn(f"{list_file}: classes inferred from labels: {len(classes)} (max label {max(labels)}), "
+                              f"{missing} of them without a video here; give a class index (data.class_index)",
+                              stacklevel=2)
+        for (lab, where), y in zip(raw, labels):
+            if not 0 <= y < len(classes):
+                raise ValueError(f"{where}: label {y} is outside the {len(classes)} classes (0..{len(classes) - 1})"
+                                 " of the class index")
     else:
         if classes is None:
             classes = sorted({lab for lab, _ in raw})

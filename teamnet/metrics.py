@@ -91,31 +91,69 @@ def format_metrics(m: Mapping[str, Any], classes: Sequence[str] | None = None, w
     return line
 
 
+def _strict(value: Any) -> Any:
+    """NaN and infinities (e.g. the accuracy of a class without test videos) as null: strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
+
+
 class MetricsLog:
     """``metrics.jsonl`` (one JSON object per line) and optional TensorBoard scalars; rank 0 writes."""
 
-    def __init__(self, out_dir: str | os.PathLike, *, enabled: bool = True, tensorboard: bool = False):
+    def __init__(self, out_dir: str | os.PathLike, *, enabled: bool = True, tensorboard: bool = False,
+                 keep_until: int | None = None):
+        """``keep_until``: a run that starts over (-1) or resumes at that global step drops the records
+        written after it (a resumed run writes them again, once); ``None`` appends to what is there."""
         self.enabled = enabled
         self.path = Path(out_dir) / "metrics.jsonl"
         self.writer = None
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if keep_until is not None:
+            self.trim(keep_until)
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 (optional)
             except ImportError:  # optional: metrics.jsonl has everything
                 pass
             else:
-                self.writer = SummaryWriter(str(Path(out_dir) / "tensorboard"))
+                purge = None if keep_until is None else max(keep_until + 1, 0)
+                self.writer = SummaryWriter(str(Path(out_dir) / "tensorboard"), purge_step=purge)
+
+    def trim(self, global_step: int) -> int:
+        """Keep only the records up to ``global_step`` (atomically); returns how many were dropped."""
+        if not self.path.exists():
+            return 0
+        kept, dropped = [], 0
+        for line in self.path.read_text().splitlines():
+            try:
+                step = json.loads(line)["global_step"]
+            except (ValueError, KeyError, TypeError):  # a line cut short by a crash
+                dropped += 1
+                continue
+            if step <= global_step:
+                kept.append(line)
+            else:
+                dropped += 1
+        if dropped:
+            tmp = self.path.with_name(f".{self.path.name}.tmp")
+            tmp.write_text("".join(f"{line}\n" for line in kept))
+            os.replace(tmp, self.path)
+        return dropped
 
     def log(self, kind: str, global_step: int, /, **values: Any) -> None:
         """One record ``{"kind", "global_step", "time", **values}``; numbers also to TensorBoard."""
         if not self.enabled:
             return
-        record = {"kind": kind, "global_step": global_step, "time": time.time(), **values}
+        record = _strict({"kind": kind, "global_step": global_step, "time": time.time(), **values})
         with open(self.path, "a") as f:
-            f.write(json.dumps(record, default=float) + "\n")
+            f.write(json.dumps(record, default=float, allow_nan=False) + "\n")
         if self.writer is not None:
             for k, v in values.items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):

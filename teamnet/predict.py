@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from teamnet.augment import CropWindow, centre_square, eval_views, reference_transform
 from teamnet.checkpoint import choose_preprocess, load_model
+from teamnet.errors import TeamnetError, checkpoint_errors
 
 #: Longer GOPs than this are re-encoded: the models are trained on GOP-12 accumulations.
 MAX_GOP = 60
@@ -91,7 +92,8 @@ class Predictor:
 
     def __init__(self, checkpoint: str | os.PathLike, *, device: str = "cpu", num_segments: int | None = None,
                  crops: int | None = None, preprocess: str | None = None):
-        self.model, ckpt = load_model(checkpoint, map_location="cpu")  # ours or a published TEAM-Net file
+        with checkpoint_errors(checkpoint):
+            self.model, ckpt = load_model(checkpoint, map_location="cpu")  # ours or a published TEAM-Net file
         # None: the input conventions the weights were trained with; note: the line saying so, if any
         self.preprocess, self.preprocess_note = choose_preprocess(preprocess or "auto", ckpt.get("preprocess"),
                                                                   checkpoint)
@@ -143,24 +145,31 @@ def _cam_path(base: str, video: str, many: bool) -> str:
     return str(b.with_name(f"{b.stem}_{Path(video).stem}{b.suffix or '.png'}"))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from gpudecode import GpudecodeError
+def _main(argv: Sequence[str] | None = None) -> int:
+    from gpudecode import BackendUnavailableError, GpudecodeError
 
-    parser = argparse.ArgumentParser(prog="python -m teamnet.predict", description=__doc__,
+    parser = argparse.ArgumentParser(prog="teamnet-predict", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("videos", nargs="+")
+    parser.add_argument("videos", nargs="+", help="videos to classify (any format FFmpeg reads)")
     parser.add_argument("--checkpoint", required=True,
-                        help="a teamnet checkpoint (best.pt / last.pt) or a published TEAM-Net one")
-    parser.add_argument("--topk", type=int, default=5)
+                        help="a teamnet checkpoint (best.pt / last.pt of a run) or a published TEAM-Net one")
+    parser.add_argument("--topk", type=int, default=5, help="classes to print per video (default 5)")
     parser.add_argument("--segments", type=int, default=None, help="default: the checkpoint's test_segments")
-    parser.add_argument("--crops", type=int, default=None, choices=[1, 2, 5, 10], help="default: the checkpoint's")
+    parser.add_argument("--crops", type=int, default=None, choices=[1, 2, 5, 10],
+                        help="views per clip: 1 centre, 2 +flip, 5 corners+centre, 10 +flips (default: the checkpoint's)")
     parser.add_argument("--cam", default=None, metavar="OUT.png",
                         help="draw the streams' class activation maps (one file per video when several)")
     parser.add_argument("--no-reencode", action="store_true", help="fail instead of re-encoding unreadable videos")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--preprocess", choices=["ours", "published"], default=None,
                         help="input conventions; default: those the checkpoint was trained with")
     args = parser.parse_args(argv)
+    if args.topk < 1 or (args.segments is not None and args.segments < 1):
+        parser.error("--topk and --segments must be >= 1")
+    if str(args.device).startswith("cuda") and not torch.cuda.is_available():
+        raise BackendUnavailableError(None, f"--device {args.device} but PyTorch sees no CUDA device",
+                                      "use --device cpu")
 
     predictor = Predictor(args.checkpoint, device=args.device, num_segments=args.segments, crops=args.crops,
                           preprocess=args.preprocess)
@@ -185,9 +194,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cam is not None:
             path = _cam_path(args.cam, video, len(args.videos) > 1)
             best = predictor.classes[int(top.indices[0])]
-            predictor.save_cams(sample, result[3], path, f"{Path(video).name}: {best} ({100 * float(top.values[0]):.1f}%)")
-            print(f"  class activation maps: {path}")
+            try:
+                predictor.save_cams(sample, result[3], path,
+                                    f"{Path(video).name}: {best} ({100 * float(top.values[0]):.1f}%)")
+            except OSError as e:
+                from gpudecode._cli_errors import UsageError
+
+                raise UsageError(f"cannot write {path}: {e.strerror or e}", "choose another --cam path") from None
+            print(f"  class activation maps: {os.path.abspath(path)}")
     return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``teamnet-predict``: a bad checkpoint or video ends in one line on stderr and a non-zero exit status."""
+    from gpudecode._cli_errors import run_main
+
+    return run_main(_main, argv, prog="teamnet-predict", expected=(TeamnetError,))
 
 
 if __name__ == "__main__":

@@ -14,150 +14,66 @@ A stopped run resumes exactly where it was when started again with the same ``ou
 weights, optimiser, AMP scaler, schedule, RNG states and the position inside the epoch. Evaluate only:
 ``--set optim.epochs=0 --set model.init_from=runs/x/best.pt``.
 
-Outputs in ``out_dir``: ``last.pt`` (every epoch, atomically), ``best.pt`` (best top-1), ``metrics.jsonl``,
-``config.yaml`` (the resolved configuration), and TensorBoard events when tensorboard is installed.
+Ctrl-C stops at the next step, saves that exact position to ``out_dir/last.pt`` and exits with status 130;
+the same command resumes from there. Mistakes in the configuration, the data, a checkpoint or the machine
+(``device=cuda``, ``data.engine=gpu`` without a GPU) end in one line and status 1 or 2, before anything is
+written to ``out_dir`` (:mod:`teamnet.runsetup` checks them; this module is the training loop).
+
+Outputs in ``out_dir``: ``last.pt`` (every epoch, atomically), ``best.pt`` (best top-1), ``metrics.jsonl``
+(one record per logged step, epoch and test, epochs counted from 1), ``config.yaml`` (the resolved
+configuration), and TensorBoard events when tensorboard is installed.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import math
 import os
-import random
 import sys
 import time
-from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
 from torch import nn
 
+from gpudecode._cli_errors import Interrupted, interrupts, run_main
 from teamnet.augment import eval_views
-from teamnet.checkpoint import (choose_preprocess, init_from_checkpoint, load_state_dict_checked, preprocess_of,
-                                save_checkpoint, unwrap_model)
+from teamnet.checkpoint import CheckpointMismatchError, unwrap_model
 from teamnet.config import TrainConfig, config_to_dict, load_config
 from teamnet.dali_loader import ClipLoader
-from teamnet.datasets import BadVideoReport, VideoList, ensure_synthetic, load_split
+from teamnet.datasets import BadVideoReport, VideoList
+from teamnet.errors import DataError, TeamnetError
 from teamnet.metrics import ClassificationMeter, MetricsLog, format_metrics
-from teamnet.models import build_model
+from teamnet.runsetup import (  # noqa: F401 (find_resume, param_groups, resolve_amp: also imported from here)
+    Dist,
+    EpochTally,
+    Run,
+    describe_loader,
+    find_resume,
+    load_optimizer_state,
+    loggable,
+    make_optimizer,
+    param_groups,
+    prepare_run,
+    resolve_amp,
+    save_state,
+    set_lr,
+)
+
+_STOP_NOTICE = "Ctrl-C: stopping after this step and saving a checkpoint"
 
 
-# -- processes and devices --------------------------------------------------------------------------------
-class Dist:
-    """Rank, world size and device of this process; initialises torch.distributed under torchrun."""
-
-    def __init__(self, device_choice: str = "auto"):
-        self.rank = int(os.environ.get("RANK", 0))
-        self.world_size = int(os.environ.get("WORLD_SIZE", 1))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
-        use_cuda = device_choice == "cuda" or (device_choice == "auto" and torch.cuda.is_available())
-        if device_choice == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("device=cuda but no CUDA device is visible: use device=cpu or auto")
-        self.device = torch.device("cuda", self.local_rank) if use_cuda else torch.device("cpu")
-        if self.world_size > 1:
-            # NCCL for GPUs, gloo for CPU processes.
-            backend = "nccl" if use_cuda else "gloo"
-            if use_cuda:
-                torch.cuda.set_device(self.device)
-            dist.init_process_group(backend, rank=self.rank, world_size=self.world_size)
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    def barrier(self) -> None:
-        if self.distributed:
-            dist.barrier()
-
-    def all_sum(self, x: torch.Tensor) -> torch.Tensor:
-        if self.distributed:
-            x = x.clone()
-            dist.all_reduce(x)
-        return x
-
-    def gather_objects(self, obj: Any) -> list[Any]:
-        if not self.distributed:
-            return [obj]
-        out: list[Any] = [None] * self.world_size
-        dist.all_gather_object(out, obj)
-        return out
-
-    def close(self) -> None:
-        if self.distributed and dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def resolve_amp(choice: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
-    """(autocast dtype or None, use a GradScaler): bf16 where the GPU has it, fp16 + scaler on V100-class
-    GPUs (no bf16), off on the CPU unless asked."""
-    if choice == "off" or (choice == "auto" and device.type != "cuda"):
-        return None, False
-    if choice == "auto":
-        try:
-            bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
-        except TypeError:  # older torch
-            bf16 = torch.cuda.is_bf16_supported()
-        choice = "bf16" if bf16 else "fp16"
-    dtype = torch.bfloat16 if choice == "bf16" else torch.float16
-    return dtype, choice == "fp16" and device.type == "cuda"
+class _Stop(Exception):
+    """Ctrl-C was seen by all ranks at a safe point of the evaluation."""
 
 
 def lr_at(cfg: TrainConfig, epoch: int) -> float:
     """Step schedule: ``lr`` divided by ``1 / lr_decay`` at each epoch of ``lr_steps`` already reached."""
     return cfg.optim.lr * cfg.optim.lr_decay ** sum(epoch >= s for s in cfg.optim.lr_steps)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    np_state = np.random.get_state()
-    state["numpy"] = {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                      "has_gauss": int(np_state[3]), "gauss": float(np_state[4])}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if "python" in state:
-        py = state["python"]
-        random.setstate((py[0], tuple(py[1]), py[2]))
-    if "numpy" in state:
-        s = state["numpy"]
-        np.random.set_state(("MT19937", s["keys"].numpy().astype(np.uint32), s["pos"], s["has_gauss"], s["gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
-        cuda = state["cuda"]
-        if len(cuda) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda)
-
-
-# -- model --------------------------------------------------------------------------------------------------
-def build(cfg: TrainConfig, num_classes: int) -> nn.Module:
-    model = build_model(cfg.model.name, num_classes=num_classes, **cfg.model.kwargs)
-    if cfg.model.init_from:
-        # e.g. Kinetics weights for UCF-101: everything but the classifiers (init_exclude), with a report;
-        # ours or a published TEAM-Net/TSN checkpoint
-        report = init_from_checkpoint(model, cfg.model.init_from, exclude=cfg.model.init_exclude)
-        if int(os.environ.get("RANK", 0)) == 0:
-            print(f"initialised from {cfg.model.init_from}: {report}", flush=True)
-    return model
 
 
 def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
@@ -168,38 +84,18 @@ def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
                 m.eval()
 
 
-# -- checkpoints --------------------------------------------------------------------------------------------
-def save_state(path: Path, model, optimizer, scaler, cfg: TrainConfig, *, epoch: int, step: int, global_step: int,
-               best: float, classes: Sequence[str], metrics: dict | None = None) -> None:
-    """Everything a resume needs; ``epoch``/``step``: where the next step starts."""
-    extra = {
-        "step_in_epoch": step,
-        "global_step": global_step,
-        "scaler": scaler.state_dict(),
-        "rng": rng_state(),
-        "best_top1": best,
-        "classes": list(classes),
-    }
-    save_checkpoint(path, model, epoch=epoch, metrics=metrics or {}, config=config_to_dict(cfg),
-                    optimizer=optimizer.state_dict(), extra=extra)
-
-
-def find_resume(cfg: TrainConfig) -> Path | None:
-    if not cfg.resume:
-        return None
-    if cfg.resume == "auto":
-        path = Path(cfg.out_dir) / "last.pt"
-        return path if path.exists() else None
-    path = Path(cfg.resume)
-    if not path.exists():
-        raise FileNotFoundError(f"resume={cfg.resume!r} does not exist")
-    return path
+def _stop_requested(env: Dist) -> bool:
+    """Whether any rank saw Ctrl-C (a collective: every rank asks at the same point)."""
+    return bool(env.all_sum(torch.tensor([float(interrupts.requested)]))[0] > 0)
 
 
 # -- evaluation ---------------------------------------------------------------------------------------------
 def evaluate(model: nn.Module, loader: ClipLoader, round_: int, cfg: TrainConfig, env: Dist,
              amp_dtype: torch.dtype | None, num_classes: int, *, progress: bool = False) -> tuple[dict, BadVideoReport]:
-    """Multi-view test: each clip's logits averaged over ``test_crops`` crops of ``test_segments`` segments."""
+    """Multi-view test: each clip's logits averaged over ``test_crops`` crops of ``test_segments`` segments.
+
+    Raises :class:`_Stop` when Ctrl-C was pressed (checked between batches, on all ranks together).
+    """
     from tqdm.auto import tqdm
 
     inner = unwrap_model(model)
@@ -209,17 +105,21 @@ def evaluate(model: nn.Module, loader: ClipLoader, round_: int, cfg: TrainConfig
     meter = ClassificationMeter(num_classes)
     bad = BadVideoReport()
     autocast = torch.autocast(env.device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
-    with torch.no_grad(), autocast:
-        for batch in tqdm(loader.epoch(round_), total=loader.steps(round_), desc="test", leave=False,
-                          disable=not progress, dynamic_ncols=True):
-            bad.update(batch.errors)
-            batch = batch.to(env.device)
-            views = eval_views(batch.inputs, cfg.data.crop_size, cfg.data.test_crops)
-            logits = sum(inner(**v).float() for v in views) / len(views)
-            meter.update(logits, batch.labels, batch.valid)
+    try:
+        with torch.no_grad(), autocast:
+            for batch in tqdm(loader.epoch(round_), total=loader.steps(round_), desc="test", leave=False,
+                              disable=not progress, dynamic_ncols=True):
+                if _stop_requested(env):
+                    raise _Stop
+                bad.update(batch.errors)
+                batch = batch.to(env.device)
+                views = eval_views(batch.inputs, cfg.data.crop_size, cfg.data.test_crops)
+                logits = sum(inner(**v).float() for v in views) / len(views)
+                meter.update(logits, batch.labels, batch.valid)
+    finally:
+        if inner.num_segments is not None:
+            inner.set_num_segments(cfg.data.num_segments)
     meter.all_reduce()
-    if inner.num_segments is not None:
-        inner.set_num_segments(cfg.data.num_segments)
     merged = BadVideoReport()
     for part in env.gather_objects(bad):
         merged.update(part)
@@ -227,8 +127,11 @@ def evaluate(model: nn.Module, loader: ClipLoader, round_: int, cfg: TrainConfig
 
 
 # -- training -----------------------------------------------------------------------------------------------
-def _loader(cfg: TrainConfig, videos: VideoList, mode: str, modalities, env: Dist, **kw) -> ClipLoader:
+def _loader(cfg: TrainConfig, videos: VideoList, mode: str, modalities, env: Dist, engine: str | None = None,
+            **kw) -> ClipLoader:
+    """The loader of one split; ``engine``: the resolved backend (default: ``data.engine`` as configured)."""
     d = cfg.data
+    engine = engine or d.engine
     train = mode == "train"
     return ClipLoader(
         videos, mode=mode, modalities=modalities,
@@ -236,12 +139,26 @@ def _loader(cfg: TrainConfig, videos: VideoList, mode: str, modalities, env: Dis
         batch_size=cfg.optim.batch_size if train else (d.eval_batch_size or cfg.optim.batch_size),
         size=d.crop_size if train else d.scale_size, scales=d.scales, flip=d.flip and train,
         antialias=d.antialias, seed=cfg.seed, rank=env.rank, world_size=env.world_size, workers=d.workers,
-        device_id=env.device.index if env.device.type == "cuda" else None, engine=d.engine, kind=d.loader,
+        device_id=env.device.index if env.device.type == "cuda" else None, engine=engine, kind=d.loader,
         preprocess=d.preprocess, **kw)
 
 
+def _start_workers(*loaders: ClipLoader) -> None:
+    """Start DALI's decoding workers now, with SIGINT ignored: forked or spawned, they then leave Ctrl-C
+    to the training process instead of each printing a KeyboardInterrupt traceback. (PyTorch's workers
+    are forked per epoch and inherit the handler of :data:`~gpudecode._cli_errors.interrupts`.)"""
+    for loader in loaders:
+        if loader.kind == "dali":
+            with interrupts.ignored():
+                loader._dali_iterator()
+
+
 def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Run the training ``cfg`` describes; returns the last evaluation's metrics (empty if none ran)."""
+    """Run the training ``cfg`` describes; returns the last evaluation's metrics (empty if none ran).
+
+    Ctrl-C (SIGINT) stops at the next step: the exact position is saved to ``out_dir/last.pt`` and
+    :class:`~gpudecode._cli_errors.Interrupted` is raised; running the same command again resumes there.
+    """
     env = Dist(cfg.device)
     try:
         return _train(cfg, env)
@@ -250,212 +167,252 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def _train(cfg: TrainConfig, env: Dist) -> dict[str, Any]:
-    from tqdm.auto import tqdm
-
-    out_dir = Path(cfg.out_dir)
     main = env.is_main
-    # data.preprocess "auto": the input conventions init_from's weights were trained with (published
-    # checkpoints: "published"), else ours; resolved before the config is written or saved anywhere.
-    weights = preprocess_of(cfg.model.init_from) if cfg.model.init_from else None
-    preprocess, note = choose_preprocess(cfg.data.preprocess, weights, cfg.model.init_from)
-    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, preprocess=preprocess))
-    if main and note:
-        print(note, flush=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    show = main and cfg.progress
-    if main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-        if cfg.data.dataset == "synthetic":
-            ensure_synthetic(cfg.data, progress=cfg.progress)
-    env.barrier()
-
-    train_videos = load_split(cfg.data, "train")
-    test_videos = load_split(cfg.data, "test")
-    classes = train_videos.classes
+    run = prepare_run(cfg, env)
+    model, classes, resume = run.model, run.classes, run.resume
     num_classes = len(classes)
-
-    seed_everything(cfg.seed)
-    model = build(cfg, num_classes)
     modalities = model.modalities
     amp_dtype, use_scaler = resolve_amp(cfg.amp, env.device)
+    start_epoch = resume.epoch if resume else 0
+    start_step = resume.step if resume else 0
+    epochs = cfg.optim.epochs
+
+    if resume is not None and epochs > 0 and start_epoch >= epochs and not resume.pending_eval:
+        # a finished run: say so, and log nothing twice
+        if main:
+            print(f"{resume.path}: this run finished its {epochs} epochs already; its last test: "
+                  f"{format_metrics(resume.metrics, classes) if resume.metrics else 'none'}\n"
+                  f"(to train longer, raise optim.epochs; to start over, set resume=\"\" or a new out_dir)", flush=True)
+        return resume.metrics
+
+    # Loaders before CUDA is touched: DALI starts its decoding workers when the pipeline is built.
+    train_loader = _loader(cfg, run.train_videos, "train", modalities, env, run.engine,
+                           first_epoch=start_epoch, start_step=start_step)
+    test_loader = _loader(cfg, run.test_videos, "test", modalities, env, run.engine)
     if main:
         n_params = sum(p.numel() for p in model.parameters())
         print(f"{cfg.model.name}: {n_params / 1e6:.2f}M parameters, {num_classes} classes, reads {modalities}; "
-              f"{len(train_videos)} train / {len(test_videos)} test videos; device {env.device} x{env.world_size}; "
-              f"amp {amp_dtype or 'off'}", flush=True)
-
-    # Resume state first: the training loader starts at the saved position.
-    start_epoch, start_step, global_step, best = 0, 0, 0, -math.inf
-    resume_path = find_resume(cfg)
-    checkpoint = None
-    if resume_path is not None:
-        checkpoint = torch.load(resume_path, map_location="cpu", weights_only=True)
-        start_epoch = int(checkpoint["epoch"])
-        start_step = int(checkpoint["extra"]["step_in_epoch"])
-        global_step = int(checkpoint["extra"]["global_step"])
-        best = float(checkpoint["extra"]["best_top1"])
-        if main:
-            print(f"resuming from {resume_path}: epoch {start_epoch}, step {start_step}", flush=True)
-
-    # Loaders before CUDA is touched: DALI starts its decoding workers when the pipeline is built.
-    train_loader = _loader(cfg, train_videos, "train", modalities, env, first_epoch=start_epoch, start_step=start_step)
-    test_loader = _loader(cfg, test_videos, "test", modalities, env)
+              f"{len(run.train_videos)} train / {len(run.test_videos)} test videos", flush=True)
+        print(describe_loader(train_loader, run.engine, cfg, env, amp_dtype), flush=True)
+        if resume is not None:
+            print(f"resuming from {resume.path} at epoch {start_epoch + 1} step {start_step} "
+                  f"(global step {resume.global_step})", flush=True)
 
     if cfg.model.sync_bn and env.distributed and env.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(env.device)
     if cfg.model.channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr_at(cfg, start_epoch), momentum=cfg.optim.momentum,
-                                weight_decay=cfg.optim.weight_decay)
+    optimizer = make_optimizer(model, cfg, lr_at(cfg, start_epoch))
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-    if checkpoint is not None:
-        load_state_dict_checked(model, checkpoint["state_dict"], what=str(resume_path))
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scaler.load_state_dict(checkpoint["extra"]["scaler"])
-        set_rng_state(checkpoint["extra"]["rng"])
-        del checkpoint
+    if resume is not None:
+        from teamnet.runsetup import set_rng_state
+
+        load_optimizer_state(optimizer, resume.checkpoint["optimizer"], resume.path)
+        scaler.load_state_dict(resume.checkpoint["extra"]["scaler"])
+        set_rng_state(resume.checkpoint["extra"]["rng"])
+        resume.checkpoint = {}  # free the tensors
     ddp = model
     if env.distributed:
         ddp = nn.parallel.DistributedDataParallel(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
 
-    log = MetricsLog(out_dir, enabled=main, tensorboard=cfg.tensorboard)
-    autocast = (lambda: torch.autocast(env.device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
-    last_metrics: dict[str, Any] = {}
-    eval_round = 0
-    stopped = False
-    epochs = cfg.optim.epochs
+    evaluation_only = epochs == 0
+    log = MetricsLog(run.out_dir, enabled=main, tensorboard=cfg.tensorboard,
+                     keep_until=None if evaluation_only else (resume.global_step if resume else -1))
+    loop = _Loop(cfg, env, run, ddp, model, optimizer, scaler, train_loader, test_loader, log, amp_dtype)
+    try:
+        _start_workers(train_loader, test_loader)
+        with interrupts.deferred(_STOP_NOTICE):
+            return loop.run(start_epoch, start_step)
+    finally:
+        log.close()
 
-    if epochs == 0 or start_epoch >= epochs:  # evaluation only (or a finished run)
-        metrics, bad = evaluate(ddp, test_loader, eval_round, cfg, env, amp_dtype, num_classes, progress=show)
-        if main:
-            print(f"test: {format_metrics(metrics, classes)}", flush=True)
-            if bad:
-                print(f"test: {bad.summary()}", flush=True)
-            log.log("test", global_step, epoch=start_epoch, **_loggable(metrics), bad_videos=bad.errors)
-        return metrics
 
-    for epoch in range(start_epoch, epochs):
-        lr = lr_at(cfg, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        set_train_mode(ddp, cfg.model.freeze_bn)
-        bad = BadVideoReport()
-        first = start_step if epoch == start_epoch else 0
-        seen = torch.zeros(2)  # valid clips, loss sum (this rank)
-        t_epoch = t_last = time.perf_counter()
-        data_time = 0.0
-        bar = tqdm(total=train_loader.steps(epoch), desc=f"epoch {epoch + 1}/{epochs}", disable=not show,
-                   dynamic_ncols=True, leave=False)
-        for step, batch in enumerate(train_loader.epoch(epoch), start=first):
-            data_time += time.perf_counter() - t_last
-            bad.update(batch.errors)
-            batch = batch.to(env.device)
-            valid = batch.valid.float()
-            n_valid = float(env.all_sum(valid.sum().detach().cpu()))
-            if n_valid > 0:
-                with autocast():
-                    logits = ddp(**batch.inputs)
-                ce = F.cross_entropy(logits.float(), batch.labels, reduction="none",
-                                     label_smoothing=cfg.optim.label_smoothing)
-                # Mean over the valid clips of the global batch: DDP averages gradients over the ranks.
-                loss = (ce * valid).sum() * (env.world_size / n_valid)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.optim.clip_grad > 0:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
-                scaler.step(optimizer)
-                scaler.update()
-                seen += torch.stack([valid.sum().cpu(), (ce.detach() * valid).sum().cpu()])
-            global_step += 1
-            bar.update()
-            if main and cfg.log_every and global_step % cfg.log_every == 0:
-                avg = float(seen[1] / seen[0].clamp(min=1))
-                bar.set_postfix(loss=f"{avg:.3f}", lr=f"{lr:.2g}")
-                log.log("train", global_step, epoch=epoch, step=step + 1, loss=avg, lr=lr)
-            end_of_epoch = step + 1 == train_loader.plan.steps
-            limit = cfg.max_steps and global_step >= cfg.max_steps
-            if cfg.checkpoint_every_steps and (step + 1) % cfg.checkpoint_every_steps == 0 and not end_of_epoch:
-                if main:
-                    save_state(out_dir / "last.pt", model, optimizer, scaler, cfg, epoch=epoch, step=step + 1,
-                               global_step=global_step, best=best, classes=classes)
-            if limit and not end_of_epoch:
-                if main:
-                    save_state(out_dir / "last.pt", model, optimizer, scaler, cfg, epoch=epoch, step=step + 1,
-                               global_step=global_step, best=best, classes=classes)
-                stopped = True
+class _Loop:
+    """The epochs: steps, the end-of-epoch summary, evaluation and checkpoints, Ctrl-C at safe points."""
+
+    def __init__(self, cfg, env, run: Run, ddp, model, optimizer, scaler, train_loader, test_loader, log, amp_dtype):
+        self.cfg, self.env, self.run_ = cfg, env, run
+        self.ddp, self.model, self.optimizer, self.scaler = ddp, model, optimizer, scaler
+        self.train_loader, self.test_loader, self.log, self.amp_dtype = train_loader, test_loader, log, amp_dtype
+        self.main = env.is_main
+        self.show = self.main and cfg.progress
+        self.num_classes = len(run.classes)
+        self.global_step = run.resume.global_step if run.resume else 0
+        self.best = run.resume.best if run.resume else -math.inf
+        self.eval_round = 0
+        self.last_metrics: dict[str, Any] = {}
+
+    # -- checkpoints and Ctrl-C
+    def save(self, name: str, epoch: int, step: int, *, metrics=None, tally: EpochTally | None = None,
+             pending_eval: bool = False) -> None:
+        """Every rank calls it (the tally is merged over the ranks); rank 0 writes."""
+        merged = tally.merged(self.env) if tally is not None else None
+        if self.main:
+            save_state(self.run_.out_dir / name, self.model, self.optimizer, self.scaler, self.cfg, epoch=epoch,
+                       step=step, global_step=self.global_step, best=self.best, classes=self.run_.classes,
+                       metrics=loggable(metrics or {}), tally=merged, pending_eval=pending_eval)
+
+    def interrupted(self, epoch: int, step: int, **kw) -> Interrupted:
+        """Save the exact position (``epoch`` 0-based, ``step`` steps done in it) and say where."""
+        self.save("last.pt", epoch, step, **kw)
+        self.env.barrier()
+        where = (f"after epoch {epoch}, before its evaluation" if kw.get("pending_eval")
+                 else f"at epoch {epoch + 1} step {step}")
+        return Interrupted(f"interrupted {where}, checkpoint saved to {self.run_.out_dir / 'last.pt'}; "
+                           "run the same command again to resume")
+
+    # -- evaluation after an epoch (``epoch``: epochs done)
+    def evaluate_and_save(self, epoch: int) -> None:
+        cfg, env = self.cfg, self.env
+        try:
+            metrics, bad_test = evaluate(self.ddp, self.test_loader, self.eval_round, cfg, env, self.amp_dtype,
+                                         self.num_classes, progress=self.show)
+        except _Stop:
+            raise self.interrupted(epoch, 0, pending_eval=True) from None
+        self.eval_round += 1
+        self.last_metrics = metrics
+        if self.main:
+            print(f"epoch {epoch} test: {format_metrics(metrics, self.run_.classes)}", flush=True)
+            if bad_test:
+                print(f"epoch {epoch} test: {bad_test.summary()}", flush=True)
+            self.log.log("test", self.global_step, epoch=epoch, **loggable(metrics), bad_videos=bad_test.errors)
+        improved = metrics["top1"] > self.best
+        if improved:
+            self.best = metrics["top1"]
+        self.save("last.pt", epoch, 0, metrics=metrics)
+        if improved:
+            self.save("best.pt", epoch, 0, metrics=metrics)
+
+    def run(self, start_epoch: int, start_step: int) -> dict[str, Any]:
+        cfg, env = self.cfg, self.env
+        epochs = cfg.optim.epochs
+        resume = self.run_.resume
+        if epochs == 0:  # evaluation only
+            metrics, bad = evaluate(self.ddp, self.test_loader, 0, cfg, env, self.amp_dtype, self.num_classes,
+                                    progress=self.show)
+            if self.main:
+                print(f"test: {format_metrics(metrics, self.run_.classes)}", flush=True)
+                if bad:
+                    print(f"test: {bad.summary()}", flush=True)
+                self.log.log("test", self.global_step, epoch=start_epoch, **loggable(metrics), bad_videos=bad.errors)
+            return metrics
+        if resume is not None and resume.pending_eval:  # stopped during the evaluation after start_epoch
+            self.evaluate_and_save(start_epoch)
+        for epoch in range(start_epoch, epochs):
+            tally = resume.tally if resume is not None and epoch == start_epoch and self.main else EpochTally()
+            stopped = self.train_epoch(epoch, start_step if epoch == start_epoch else 0, tally)
+            if stopped:
                 break
-            t_last = time.perf_counter()
-        bar.close()
-        if stopped:
-            break
+            self.end_epoch(epoch, tally)
+            if cfg.max_steps and self.global_step >= cfg.max_steps:
+                break
+        env.barrier()
+        if self.main and self.last_metrics:
+            m = self.last_metrics
+            print(f"final test accuracy: top-1 {100 * m['top1']:.2f}%, top-5 {100 * m['top5']:.2f}% "
+                  f"(best top-1 {100 * max(self.best, m['top1']):.2f}%)", flush=True)
+        return self.last_metrics
 
-        # end of epoch: bad videos, throughput, evaluation, checkpoints
-        seen = env.all_sum(seen)
-        merged = BadVideoReport()
-        for part in env.gather_objects(bad):
-            merged.update(part)
-        if seen[0] == 0 and train_loader.steps(epoch) > 0:
-            raise RuntimeError(f"epoch {epoch + 1}: no readable training video at all\n{merged.summary()}")
-        elapsed = time.perf_counter() - t_epoch
-        train_loss = float(seen[1] / seen[0].clamp(min=1))
-        if main:
-            print(f"epoch {epoch + 1}/{epochs}: loss {train_loss:.4f}, lr {lr:.3g}, {elapsed:.1f} s "
-                  f"({int(seen[0]) / max(elapsed, 1e-9):.1f} clips/s, data wait {100 * data_time / max(elapsed, 1e-9):.0f}%)",
+    def train_epoch(self, epoch: int, first: int, tally: EpochTally) -> bool:
+        """Steps ``first``.. of ``epoch`` (0-based); True when ``max_steps`` stopped the run part-way."""
+        from tqdm.auto import tqdm
+
+        cfg, env, optimizer, scaler = self.cfg, self.env, self.optimizer, self.scaler
+        epochs = cfg.optim.epochs
+        lr = lr_at(cfg, epoch)
+        set_lr(optimizer, lr)
+        set_train_mode(self.ddp, cfg.model.freeze_bn)
+        autocast = (lambda: torch.autocast(env.device.type, dtype=self.amp_dtype)) if self.amp_dtype \
+            else contextlib.nullcontext
+        steps = self.train_loader.plan.steps
+        t_last = time.perf_counter()
+        bar = tqdm(total=steps, initial=first, desc=f"epoch {epoch + 1}/{epochs}", disable=not self.show,
+                   dynamic_ncols=True, leave=False)
+        try:
+            for step, batch in enumerate(self.train_loader.epoch(epoch), start=first):
+                now = time.perf_counter()
+                tally.data_seconds += now - t_last
+                tally.seconds += now - t_last
+                # One collective per step: the global count of valid clips, and whether any rank saw Ctrl-C.
+                valid = batch.valid.float()
+                flags = env.all_sum(torch.stack([valid.sum().detach().cpu(), torch.tensor(float(interrupts.requested))]))
+                if flags[1] > 0:  # stop before this step: the batch is read again on resume
+                    raise self.interrupted(epoch, step, tally=tally)
+                tally.bad.update(batch.errors)
+                batch = batch.to(env.device)
+                valid = valid.to(env.device)
+                n_valid = float(flags[0])
+                if n_valid > 0:
+                    with autocast():
+                        logits = self.ddp(**batch.inputs)
+                    ce = F.cross_entropy(logits.float(), batch.labels, reduction="none",
+                                         label_smoothing=cfg.optim.label_smoothing)
+                    # Mean over the valid clips of the global batch: DDP averages gradients over the ranks.
+                    loss = (ce * valid).sum() * (env.world_size / n_valid)
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    if cfg.optim.clip_grad > 0:
+                        scaler.unscale_(optimizer)
+                        nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.clip_grad)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    tally.clips += float(valid.sum())
+                    tally.loss_sum += float((ce.detach() * valid).sum())
+                self.global_step += 1
+                bar.update()
+                if self.main and cfg.log_every and self.global_step % cfg.log_every == 0:
+                    avg = tally.loss_sum / max(tally.clips, 1)
+                    bar.set_postfix(loss=f"{avg:.3f}", lr=f"{lr:.2g}")
+                    self.log.log("train", self.global_step, epoch=epoch + 1, step=step + 1, loss=avg, lr=lr)
+                end_of_epoch = step + 1 == steps
+                t_last = time.perf_counter()
+                tally.seconds += t_last - now
+                limit = cfg.max_steps and self.global_step >= cfg.max_steps
+                if not end_of_epoch and (limit or (cfg.checkpoint_every_steps
+                                                   and (step + 1) % cfg.checkpoint_every_steps == 0)):
+                    self.save("last.pt", epoch, step + 1, tally=tally)
+                    t_last = time.perf_counter()
+                if limit and not end_of_epoch:
+                    return True
+        finally:
+            bar.close()
+        return False
+
+    def end_epoch(self, epoch: int, tally: EpochTally) -> None:
+        """Summary, ``epoch`` record, evaluation when due, checkpoints (``epoch`` 0-based, now done)."""
+        cfg, env = self.cfg, self.env
+        epochs = cfg.optim.epochs
+        whole = tally.merged(env)
+        if whole.clips == 0 and self.train_loader.plan.steps > 0:
+            raise DataError(f"epoch {epoch + 1}: no readable training video at all\n{whole.bad.summary()}",
+                            "check the videos with `gpudecode inspect`; re-encode them with `gpudecode prepare`")
+        elapsed = max(whole.seconds, 1e-9)
+        loss = whole.loss_sum / max(whole.clips, 1)
+        lr = lr_at(cfg, epoch)
+        if self.main:
+            print(f"epoch {epoch + 1}/{epochs}: loss {loss:.4f}, lr {lr:.3g}, {elapsed:.1f} s "
+                  f"({whole.clips / elapsed:.1f} clips/s, data wait {100 * whole.data_seconds / elapsed:.0f}%)",
                   flush=True)
-            if merged:
-                print(f"epoch {epoch + 1}: {merged.summary()}", flush=True)
-            log.log("epoch", global_step, epoch=epoch + 1, loss=train_loss, lr=lr, seconds=elapsed,
-                    clips=int(seen[0]), data_wait=data_time / max(elapsed, 1e-9),
-                    bad_videos_count=len(merged), bad_videos=merged.errors)
-        metrics = {}
-        last_epoch = epoch + 1 == epochs or (cfg.max_steps and global_step >= cfg.max_steps)
+            if whole.bad:
+                print(f"epoch {epoch + 1}: {whole.bad.summary()}", flush=True)
+            self.log.log("epoch", self.global_step, epoch=epoch + 1, loss=loss, lr=lr, seconds=elapsed,
+                         clips=int(whole.clips), data_wait=whole.data_seconds / elapsed,
+                         bad_videos_count=len(whole.bad), bad_videos=whole.bad.errors)
+        last_epoch = epoch + 1 == epochs or (cfg.max_steps and self.global_step >= cfg.max_steps)
         if (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0) or last_epoch:
-            metrics, bad_test = evaluate(ddp, test_loader, eval_round, cfg, env, amp_dtype, num_classes, progress=show)
-            eval_round += 1
-            last_metrics = metrics
-            if main:
-                print(f"epoch {epoch + 1} test: {format_metrics(metrics, classes)}", flush=True)
-                if bad_test:
-                    print(f"epoch {epoch + 1} test: {bad_test.summary()}", flush=True)
-                log.log("test", global_step, epoch=epoch + 1, **_loggable(metrics), bad_videos=bad_test.errors)
-        if main:
-            improved = bool(metrics) and metrics["top1"] > best
-            if improved:
-                best = metrics["top1"]
-            save_state(out_dir / "last.pt", model, optimizer, scaler, cfg, epoch=epoch + 1, step=0,
-                       global_step=global_step, best=best, classes=classes, metrics=_loggable(metrics))
-            if improved:
-                save_state(out_dir / "best.pt", model, optimizer, scaler, cfg, epoch=epoch + 1, step=0,
-                           global_step=global_step, best=best, classes=classes, metrics=_loggable(metrics))
-        if cfg.max_steps and global_step >= cfg.max_steps:
-            break
-    env.barrier()
-    if main and last_metrics:
-        print(f"final test accuracy: top-1 {100 * last_metrics['top1']:.2f}%, "
-              f"top-5 {100 * last_metrics['top5']:.2f}% (best top-1 {100 * max(best, last_metrics['top1']):.2f}%)",
-              flush=True)
-    log.close()
-    return last_metrics
+            if _stop_requested(env):
+                raise self.interrupted(epoch + 1, 0, pending_eval=True)
+            self.evaluate_and_save(epoch + 1)
+        else:
+            self.save("last.pt", epoch + 1, 0)
 
 
-def _loggable(metrics: dict[str, Any]) -> dict[str, Any]:
-    """Metrics with NaN replaced by None, so metrics.jsonl stays strict JSON."""
-    def clean(v):
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, list):
-            return [clean(x) for x in v]
-        return v
-
-    return {k: clean(v) for k, v in metrics.items()}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m teamnet.train", description=__doc__,
+# -- command line -------------------------------------------------------------------------------------------
+def _main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="teamnet-train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML file of overrides of teamnet.config defaults (configs/*.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -468,9 +425,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     metrics = train(cfg)
     if metrics and int(os.environ.get("RANK", 0)) == 0:
-        print(json.dumps({"top1": metrics["top1"], "top5": metrics["top5"],
-                          "mean_class_accuracy": metrics["mean_class_accuracy"]}))
+        print(json.dumps(loggable({"top1": metrics["top1"], "top5": metrics["top5"],
+                                   "mean_class_accuracy": metrics["mean_class_accuracy"]})))
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``teamnet-train``: config, data, checkpoint and backend mistakes end in one line and exit status 1 or 2
+    (``gpudecode._cli_errors``); Ctrl-C saves a checkpoint and exits with 130."""
+    return run_main(_main, argv, prog="teamnet-train", expected=(TeamnetError, CheckpointMismatchError))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 - one training epoch in process: loss, evaluation, metrics log, checkpoints;
 - a run killed (SIGKILL) part-way and resumed ends with exactly the weights of an uninterrupted run;
+- Ctrl-C (SIGINT to the process group) saves the exact position and exits 130 without tracebacks, with
+  the DALI and the PyTorch loader; the resumed run equals the uninterrupted one, metrics.jsonl included;
 - 2-process DDP on gloo equals 1 process with the same global batch;
 - corrupt and missing videos are skipped, counted and listed, and training finishes.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -78,6 +81,8 @@ def _env() -> dict[str, str]:
 def test_configs_load(path):
     cfg = load_config(path)
     assert cfg.optim.weight_decay == 5e-4 and cfg.optim.momentum == 0.9
+    assert not cfg.optim.decay_norm_and_bias  # the published recipe; its 5x/10x heads except from scratch
+    assert cfg.optim.head_lr_mult == ((1.0, 1.0) if path.stem == "synthetic" else (5.0, 10.0))
     if path.stem != "synthetic":  # the paper's settings (DESIGN §3)
         assert cfg.optim.batch_size == 80 and cfg.data.num_segments == 8
         if path.stem.startswith("kinetics"):
@@ -99,6 +104,42 @@ def test_overrides_and_errors():
         load_config(None, ["amp=fp32"])
     with pytest.raises(TypeError, match="integer"):
         load_config(None, ["optim.epochs=ten"])
+
+
+def test_parameter_groups_follow_the_published_recipe():
+    # issue 12: new classifier layers at 5x (weights) / 10x (biases) the lr; weight decay 5e-4 on weights
+    # only, not on biases and BatchNorm (what the published script meant; by a bug it applied none).
+    from teamnet.models import build_model
+    from teamnet.train import make_optimizer, param_groups, set_lr
+
+    model = build_model("teamnet", num_classes=5, iframe_depth=18, mv_depth=18, residual_depth=18)
+    names = {id(p): n for n, p in model.named_parameters()}
+    norms = {id(p) for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+             for p in m.parameters()}
+    cfg = load_config(None)
+    groups = {g["name"]: g for g in param_groups(model, cfg.optim)}
+    assert set(groups) == {"weights", "norm_and_bias", "head_weights", "head_biases"}
+    every = [id(p) for g in groups.values() for p in g["params"]]
+    assert sorted(every) == sorted(names) and len(set(every)) == len(every)  # each parameter exactly once
+    head = {n for n in names.values() if n.startswith("heads.")}
+    assert {names[id(p)] for p in groups["head_weights"]["params"]} == {n for n in head if n.endswith("weight")}
+    assert {names[id(p)] for p in groups["head_biases"]["params"]} == {n for n in head if n.endswith("bias")}
+    assert {id(p) for p in groups["norm_and_bias"]["params"]} == \
+        {id(p) for p in model.parameters() if (id(p) in norms or names[id(p)].endswith(".bias"))} - \
+        {id(p) for p in groups["head_biases"]["params"]}
+    assert all(p.ndim == 4 or names[id(p)].startswith("team.") and p.ndim == 2
+               for p in groups["weights"]["params"])  # convolutions and TEAM's linear layers
+    assert [(groups[k]["lr_mult"], groups[k]["weight_decay"]) for k in
+            ("weights", "norm_and_bias", "head_weights", "head_biases")] == [(1, 5e-4), (1, 0), (5, 5e-4), (10, 0)]
+    optimizer = make_optimizer(model, cfg, 0.01)
+    set_lr(optimizer, 0.001)
+    assert {g["name"]: g["lr"] for g in optimizer.param_groups} == pytest.approx(
+        {"weights": 0.001, "norm_and_bias": 0.001, "head_weights": 0.005, "head_biases": 0.01})
+    # decay everywhere and one lr, on request
+    plain = load_config(None, ["optim.decay_norm_and_bias=true", "optim.head_lr_mult=[1, 1]"])
+    assert {(g["lr_mult"], g["weight_decay"]) for g in param_groups(model, plain.optim)} == {(1, 5e-4)}
+    with pytest.raises(ValueError, match="head_lr_mult"):
+        load_config(None, ["optim.head_lr_mult=[5, 0]"])
 
 
 def test_amp_choice():
@@ -152,35 +193,41 @@ def _init_weights(model):
     return build_model(model.build_spec["name"], **model.build_spec["kwargs"]).state_dict()
 
 
-def test_killed_run_resumes_exactly(tiny, tmp_path):
-    # 2 epochs of 6 steps; the interrupted run checkpoints every 2 steps and is SIGKILLed after step 7.
-    common = ("optim.epochs=2", "eval_every=0", "log_every=1")
-    straight = tmp_path / "straight"
-    subprocess.run(_cli(*_overrides(tiny, straight, *common)), check=True, env=_env(), cwd=REPO,
-                   stdout=subprocess.DEVNULL, timeout=300)
+# 2 epochs of 6 steps, no evaluation before the end: the run that interrupted runs are compared with.
+STRAIGHT = ("optim.epochs=2", "eval_every=0", "log_every=1")
 
+
+@pytest.fixture(scope="module")
+def straight(tiny, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("straight") / "run"
+    subprocess.run(_cli(*_overrides(tiny, out, *STRAIGHT)), check=True, env=_env(), cwd=REPO,
+                   stdout=subprocess.DEVNULL, timeout=300)
+    return out
+
+
+def _wait_for_step(proc: subprocess.Popen, out: Path, global_step: int) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(r.get("global_step", 0) >= global_step for r in _records(out) if r["kind"] == "train"):
+            return
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+
+
+def test_killed_run_resumes_exactly(tiny, tmp_path, straight):
+    # The interrupted run checkpoints every 2 steps and is SIGKILLed after step 7.
+    common = STRAIGHT
     killed = tmp_path / "killed"
     args = _cli(*_overrides(tiny, killed, *common, "checkpoint_every_steps=2"))
     proc = subprocess.Popen(args, env=_env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and proc.poll() is None:
-            if any(r.get("global_step", 0) >= 7 for r in _records(killed) if r["kind"] == "train"):
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, "the run ended before it could be killed"
+        _wait_for_step(proc, killed, 7)
         workers = _children(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(timeout=60)
     # DALI's decoding workers die with the killed run instead of lingering
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(_alive(p) for p in workers):
-        time.sleep(0.1)
-    lingering = [p for p in workers if _alive(p)]
-    for p in lingering:
-        os.kill(p, signal.SIGKILL)
-    assert not lingering
+    _assert_gone(workers)
     interrupted = torch.load(killed / "last.pt", map_location="cpu", weights_only=True)
     assert (interrupted["epoch"], interrupted["extra"]["step_in_epoch"]) < (2, 0)  # really part-way
 
@@ -189,6 +236,82 @@ def test_killed_run_resumes_exactly(tiny, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(b[k], a[k], atol=1e-6, rtol=0, msg=k)
+
+
+def _assert_gone(workers: list[int]) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(p) for p in workers):
+        time.sleep(0.1)
+    lingering = [p for p in workers if _alive(p)]
+    for p in lingering:
+        os.kill(p, signal.SIGKILL)
+    assert not lingering
+
+
+def _interrupt(args: list[str], out: Path, at_step: int) -> tuple[subprocess.CompletedProcess, list[int]]:
+    """Start a run in its own process group and Ctrl-C it (SIGINT to the group, as a terminal does)."""
+    proc = subprocess.Popen(args, env=_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        _wait_for_step(proc, out, at_step)
+        workers = _children(proc.pid)
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return subprocess.CompletedProcess(args, proc.returncode, stdout, stderr), workers
+
+
+def test_ctrl_c_saves_the_position_and_the_resumed_run_matches(tiny, tmp_path, straight):
+    # issue 14: Ctrl-C at epoch 2 gave 5 tracebacks (main + DALI workers), no checkpoint, a resume at epoch 1.
+    out = tmp_path / "run"
+    args = _cli(*_overrides(tiny, out, *STRAIGHT, "data.workers=2"))
+    done, workers = _interrupt(args, out, at_step=8)  # epoch 2 (1-based), part-way
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr and "KeyboardInterrupt" not in done.stderr, done.stderr
+    match = re.search(r"interrupted at epoch (\d+) step (\d+), checkpoint saved to (\S+);", done.stderr)
+    assert match, done.stderr
+    epoch, step = int(match[1]), int(match[2])
+    assert epoch == 2 and 0 < step < 6 and Path(match[3]) == out / "last.pt"
+    saved = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+    assert (saved["epoch"], saved["extra"]["step_in_epoch"]) == (epoch - 1, step)
+    _assert_gone(workers)  # DALI's workers ended with the run (quietly: nothing on stderr above)
+
+    resumed = subprocess.run(args, env=_env(), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from {out / 'last.pt'} at epoch 2 step {step}" in resumed.stdout
+    a, b = _weights(straight / "last.pt"), _weights(out / "last.pt")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-6, rtol=0, msg=k)
+
+    # metrics.jsonl: one record per step and epoch, epochs numbered from 1 everywhere, the epoch's loss over
+    # all its steps (those before the interruption too), as in the uninterrupted run
+    records, reference = _records(out), _records(straight)
+    train = [r for r in records if r["kind"] == "train"]
+    assert [r["global_step"] for r in train] == list(range(1, 13))
+    assert [(r["epoch"], r["step"]) for r in train] == [(e, s) for e in (1, 2) for s in range(1, 7)]
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [1, 2] and [r["clips"] for r in epochs] == [24, 24]
+    for mine, ref in zip(epochs, [r for r in reference if r["kind"] == "epoch"]):
+        assert mine["loss"] == pytest.approx(ref["loss"], abs=1e-5)
+    assert [r["kind"] for r in records].count("test") == 1
+
+    # running the finished run again logs nothing more and says so
+    again = subprocess.run(args, env=_env(), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "finished its 2 epochs already" in again.stdout
+    assert _records(out) == records
+
+
+def test_ctrl_c_with_the_torch_loader_is_quiet(tiny, tmp_path):
+    # PyTorch's DataLoader workers get the SIGINT too: they must leave it to the training process.
+    out = tmp_path / "run"
+    args = _cli(*_overrides(tiny, out, "optim.epochs=2", "log_every=1", "data.loader=torch", "data.workers=2"))
+    done, workers = _interrupt(args, out, at_step=2)
+    assert done.returncode == 130 and "Traceback" not in done.stderr, done.stderr
+    assert re.search(r"interrupted at epoch 1 step [2-6], checkpoint saved to", done.stderr), done.stderr
+    _assert_gone(workers)
 
 
 def _children(pid: int) -> list[int]:

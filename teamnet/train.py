@@ -171,6 +171,7 @@ def _train(cfg: TrainConfig, env: Dist) -> dict[str, Any]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     run = prepare_run(cfg, env)
+    cfg = run.cfg  # as resolved (data.preprocess "auto" -> the weights' conventions)
     model, classes, resume = run.model, run.classes, run.resume
     num_classes = len(classes)
     modalities = model.modalities

@@ -231,7 +231,11 @@ def test_training_runs_on_the_gpu_path(tiny, tmp_path, monkeypatch):
     from teamnet.config import load_config
     from teamnet.train import train
 
+    import teamnet.runsetup
+
     monkeypatch.setattr(GpuClipLoader, "__init__", partialmethod(GpuClipLoader.__init__, executor=HostExecutor()))
+    # the up-front check (CuPy, a CUDA device) passes as it would on a GPU machine
+    monkeypatch.setattr(teamnet.runsetup, "resolve_engine", lambda cfg, device: "gpu")
     cfg = load_config(REPO / "configs" / "synthetic.yaml", [
         f"data.root={tiny.root}", "data.num_segments=2", "data.test_segments=2", "data.crop_size=32",
         "data.scale_size=32", "data.workers=2", "data.engine=gpu", "optim.batch_size=4", "optim.epochs=1",

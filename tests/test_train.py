@@ -174,7 +174,8 @@ def test_predict_prints_top5_and_draws_cams(tiny, tmp_path, capsys):
     from teamnet.predict import main as predict
 
     video = tiny / "videos" / "move_left" / "move_left_000.mp4"
-    bframes = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real" / "tests_data_test.avi"
+    # H.264 with B-frames (MPEG-4 Part 2 B-frames are read as is): re-encoded on the fly
+    bframes = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real" / "tests_data_rawvideo_dataset_part_0.mp4"
     videos = [str(video)] + ([str(bframes)] if bframes.exists() else [])
     cam = tmp_path / "cam.png"
     assert predict([*videos, "--checkpoint", str(out / "last.pt"), "--cam", str(cam)]) == 0

@@ -60,7 +60,7 @@ def measure(paths, *, segments: int, repeats: int, seed: int = 0) -> dict:
         index = index_video(path, cache=False)
         index.check_readable()
         rng = np.random.default_rng(seed)
-        picks_list = [sample_gops(index.gop_lengths, segments, mode="train", rng=rng) for _ in range(repeats)]
+        picks_list = [sample_gops(index.gop_lengths, segments, mode="train", rng=rng, positions=index.p_positions) for _ in range(repeats)]
         fns = {"engine": lambda p: backend.decode(index, p), "coviar": lambda p: coviar_style(backend, index, p),
                "floor": lambda p: floor(index, p)}
         for fn in fns.values():  # warm-up: caches, the host library, the decoder

@@ -37,7 +37,8 @@ def host_executor_vs_cpu_engine(paths, *, clips: int, segments: int, batch: int 
 
     indexes = [index_video(p) for p in paths]
     rng = np.random.default_rng(0)
-    jobs = [(indexes[i % len(indexes)], sample_gops(indexes[i % len(indexes)].gop_lengths, segments, mode="train", rng=rng))
+    jobs = [(indexes[i % len(indexes)], sample_gops(indexes[i % len(indexes)].gop_lengths, segments, mode="train", rng=rng,
+                                                      positions=indexes[i % len(indexes)].p_positions))
             for i in range(clips)]
     cpu, stage, gpu = CpuBackend(), CpuStage(), GpuStage(HostExecutor())
     cpu.decode(*jobs[0])

@@ -33,7 +33,7 @@ def _packets_worker(job: tuple[list[str], int, int, int, str, bool]):
     packets = []
     for i in range(clips):
         ix = indexes[(seed + i) % len(indexes)]
-        packet = stage(ix, sample_gops(ix.gop_lengths, segments, mode="train", rng=rng))
+        packet = stage(ix, sample_gops(ix.gop_lengths, segments, mode="train", rng=rng, positions=ix.p_positions))
         if keep:
             packets.append(packet)
     return packets if keep else dict(stage.stats)

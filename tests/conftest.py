@@ -60,3 +60,22 @@ def splits_dir() -> Path:
     if not SPLITS.is_dir():
         pytest.skip("../shared/fixtures/splits is absent")
     return SPLITS
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """The tiny synthetic set (8 classes x 4 clips: 24 train, 8 test; 32x32, 24 frames), made once per session."""
+    from teamnet.config import DataConfig
+    from teamnet.datasets import ensure_synthetic
+
+    data = DataConfig(dataset="synthetic", root=str(tmp_path_factory.getbasetemp() / "tiny_synth"),
+                      train_list="train.txt", test_list="test.txt", class_index="classInd.txt",
+                      synth_videos_per_class=4, synth_size=(32, 32), synth_frames=24)
+    ensure_synthetic(data, progress=False)
+    return data
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_data) -> Path:
+    """The tiny synthetic set's folder."""
+    return Path(tiny_data.root)

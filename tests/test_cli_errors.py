@@ -21,8 +21,7 @@ from gpudecode import cli
 from gpudecode.encode import write_video
 from gpudecode.prepare import prepare_videos
 from teamnet import predict, train
-from teamnet.config import DataConfig
-from teamnet.datasets import ensure_synthetic, parse_list
+from teamnet.datasets import parse_list
 
 REPO = Path(__file__).resolve().parents[1]
 SYNTHETIC = str(REPO / "configs" / "synthetic.yaml")
@@ -35,15 +34,6 @@ def _gpu() -> bool:
         return cupy.cuda.runtime.getDeviceCount() > 0
     except Exception:
         return False
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    """The same tiny synthetic set as test_train.py (made once per session)."""
-    root = tmp_path_factory.getbasetemp() / "tiny_synth"
-    ensure_synthetic(DataConfig(root=str(root), synth_videos_per_class=4, synth_size=(32, 32), synth_frames=24),
-                     progress=False)
-    return root
 
 
 def _train_args(root: Path, out: Path, *extra: str) -> list[str]:

@@ -8,7 +8,6 @@ SIGSEGV, exactly as a native crash would end it.
 from __future__ import annotations
 
 import os
-import signal
 import time
 
 import pytest

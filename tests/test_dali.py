@@ -11,9 +11,8 @@ import pytest
 import torch
 
 from teamnet.augment import CropWindow, reference_transform
-from teamnet.config import DataConfig
 from teamnet.dali_loader import ClipLoader, ClipSource, EpochPlan
-from teamnet.datasets import VideoList, ensure_synthetic, load_split
+from teamnet.datasets import VideoList, load_split
 
 pytest.importorskip("nvidia.dali")
 
@@ -111,15 +110,6 @@ def test_epoch_plan_shards_global_batches():
 
 
 # -- real clips through the engine -----------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    data = DataConfig(dataset="synthetic", root=str(tmp_path_factory.getbasetemp() / "tiny_synth"),
-                      train_list="train.txt", test_list="test.txt", class_index="classInd.txt",
-                      synth_videos_per_class=4, synth_size=(32, 32), synth_frames=24)
-    ensure_synthetic(data, progress=False)
-    return data
-
-
 def _loader(videos, kind, **kw):
     args = dict(mode="train", modalities=MODALITIES, num_segments=2, batch_size=4, size=24, workers=1, kind=kind,
                 seed=1)
@@ -128,8 +118,8 @@ def _loader(videos, kind, **kw):
 
 
 @pytest.mark.parametrize("preprocess", ["ours", "published"])
-def test_dali_and_fallback_loaders_agree_on_real_clips(tiny, preprocess):
-    videos = load_split(tiny, "train")
+def test_dali_and_fallback_loaders_agree_on_real_clips(tiny_data, preprocess):
+    videos = load_split(tiny_data, "train")
     dali = list(_loader(videos, "dali", preprocess=preprocess).epoch(0))
     ref = list(_loader(videos, "torch", preprocess=preprocess).epoch(0))
     assert len(dali) == len(ref) == len(videos) // 4
@@ -142,8 +132,8 @@ def test_dali_and_fallback_loaders_agree_on_real_clips(tiny, preprocess):
             assert (a.inputs[m] - b.inputs[m]).abs().mean() < 0.02
 
 
-def test_resume_offset_gives_the_same_batches(tiny):
-    videos = load_split(tiny, "train")
+def test_resume_offset_gives_the_same_batches(tiny_data):
+    videos = load_split(tiny_data, "train")
     full = _loader(videos, "dali")
     list(full.epoch(0))
     epoch1 = list(full.epoch(1))
@@ -159,8 +149,8 @@ def test_resume_offset_gives_the_same_batches(tiny):
         next(resumed.epoch(5))
 
 
-def test_missing_and_corrupt_videos_are_reported(tiny, tmp_path):
-    videos = load_split(tiny, "test")
+def test_missing_and_corrupt_videos_are_reported(tiny_data, tmp_path):
+    videos = load_split(tiny_data, "test")
     garbage = tmp_path / "garbage.mp4"
     garbage.write_bytes(b"\x00" * 1000)
     bad = VideoList([str(garbage), str(tmp_path / "missing.mp4"), *videos.paths[:2]], [0, 1, *videos.labels[:2]],
@@ -175,9 +165,9 @@ def test_missing_and_corrupt_videos_are_reported(tiny, tmp_path):
     assert all(path in msg for path, msg in errors.items())
 
 
-def test_source_picks_do_not_depend_on_rank(tiny):
+def test_source_picks_do_not_depend_on_rank(tiny_data):
     # augmentation is drawn from (seed, epoch, video): a clip looks the same whichever rank reads it
-    videos = load_split(tiny, "train")
+    videos = load_split(tiny_data, "train")
     from teamnet.datasets import ClipDataset
 
     ds = ClipDataset(videos, num_segments=2, modalities=MODALITIES, mode="train")

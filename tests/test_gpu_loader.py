@@ -20,23 +20,12 @@ from gpudecode.errors import BackendUnavailableError
 from gpudecode.executor import HostExecutor
 from teamnet.augment import draw_window, reference_transform
 from teamnet.batch_augment import augment_batch
-from teamnet.config import DataConfig
 from teamnet.dali_loader import ClipLoader, ClipSource
-from teamnet.datasets import ClipDataset, VideoList, ensure_synthetic, load_split
+from teamnet.datasets import ClipDataset, VideoList, load_split
 from teamnet.gpu_loader import GpuClipLoader, PacketItem, from_wire, to_wire
 
 MODALITIES = ("iframe", "mv", "residual")
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """8 classes x 4 clips (24 train, 8 test), 32x32, 24 frames (the same set as test_dali and test_train)."""
-    data = DataConfig(dataset="synthetic", root=str(tmp_path_factory.getbasetemp() / "tiny_synth"),
-                      train_list="train.txt", test_list="test.txt", class_index="classInd.txt",
-                      synth_videos_per_class=4, synth_size=(32, 32), synth_frames=24)
-    ensure_synthetic(data, progress=False)
-    return data
 
 
 def _args(**kw):
@@ -107,8 +96,8 @@ def test_batched_augmentation_rejects_a_window_outside_the_frames():
 
 
 # -- the hand-off ---------------------------------------------------------------------------------------
-def test_packets_survive_the_shared_buffer(tiny):
-    videos = load_split(tiny, "train")
+def test_packets_survive_the_shared_buffer(tiny_data):
+    videos = load_split(tiny_data, "train")
     loader = _gpu(videos)
     items = [loader.source.item(0, k) for k in range(3)]
     items.append(PacketItem(None, items[0].window, 2, 5, False, "a bad video"))
@@ -128,10 +117,10 @@ def test_packets_survive_the_shared_buffer(tiny):
 
 
 # -- the loader against the CPU path -------------------------------------------------------------------
-def test_same_draws_and_bit_exact_samples_before_augmentation(tiny):
+def test_same_draws_and_bit_exact_samples_before_augmentation(tiny_data):
     """Worker processes make the packets; the GPU stage's samples equal the CPU engine's, clip by clip,
     and every clip has the CPU path's crop window and flip."""
-    videos = load_split(tiny, "train")
+    videos = load_split(tiny_data, "train")
     loader = _gpu(videos)
     cpu = ClipSource(ClipDataset(videos, num_segments=2, modalities=MODALITIES, mode="train"), loader.plan, size=24)
     flips = steps = 0
@@ -152,8 +141,8 @@ def test_same_draws_and_bit_exact_samples_before_augmentation(tiny):
     loader.close()
 
 
-def test_same_batches_as_the_cpu_path_after_augmentation(tiny):
-    videos = load_split(tiny, "train")
+def test_same_batches_as_the_cpu_path_after_augmentation(tiny_data):
+    videos = load_split(tiny_data, "train")
     gpu = _gpu(videos)
     ref = _reference(videos)
     for epoch in (0, 1):  # epochs reshuffle and redraw; persistent workers serve both
@@ -161,9 +150,9 @@ def test_same_batches_as_the_cpu_path_after_augmentation(tiny):
     gpu.close()
 
 
-def test_dali_cpu_path_sees_the_same_clips(tiny):
+def test_dali_cpu_path_sees_the_same_clips(tiny_data):
     pytest.importorskip("nvidia.dali")
-    videos = load_split(tiny, "train")
+    videos = load_split(tiny_data, "train")
     gpu = list(_gpu(videos).epoch(0))
     dali = list(ClipLoader(videos, engine="cpu", kind="dali", **_args(workers=1)).epoch(0))
     assert len(gpu) == len(dali)
@@ -173,8 +162,8 @@ def test_dali_cpu_path_sees_the_same_clips(tiny):
             assert (a.inputs[m] - b.inputs[m]).abs().mean() < 0.02
 
 
-def test_bad_videos_and_padding_are_placeholders_as_on_the_cpu_path(tiny, tmp_path):
-    videos = load_split(tiny, "test")
+def test_bad_videos_and_padding_are_placeholders_as_on_the_cpu_path(tiny_data, tmp_path):
+    videos = load_split(tiny_data, "test")
     garbage = tmp_path / "garbage.mp4"
     garbage.write_bytes(b"\x00" * 1000)
     bad = VideoList([videos.paths[0], str(garbage), str(tmp_path / "missing.mp4"), *videos.paths[1:3]],
@@ -188,8 +177,8 @@ def test_bad_videos_and_padding_are_placeholders_as_on_the_cpu_path(tiny, tmp_pa
     assert all(path in message for path, message in errors.items())
 
 
-def test_resume_and_sharding_as_on_the_cpu_path(tiny):
-    videos = load_split(tiny, "train")
+def test_resume_and_sharding_as_on_the_cpu_path(tiny_data):
+    videos = load_split(tiny_data, "train")
     full = _gpu(videos)
     list(full.epoch(0))
     epoch1 = list(full.epoch(1))
@@ -213,8 +202,8 @@ def test_resume_and_sharding_as_on_the_cpu_path(tiny):
     assert len(list(loader.epoch(1))) == loader.plan.steps
 
 
-def test_describe_and_dispatch(tiny):
-    videos = load_split(tiny, "train")
+def test_describe_and_dispatch(tiny_data):
+    videos = load_split(tiny_data, "train")
     assert "gpu stage on the host executor" in _gpu(videos).describe()
     assert "2 workers" in _gpu(videos).describe()
     cpu = _reference(videos)
@@ -226,7 +215,7 @@ def test_describe_and_dispatch(tiny):
         ClipLoader(videos, engine="gpu", executor=HostExecutor(), preprocess="published", **_args())
 
 
-def test_training_runs_on_the_gpu_path(tiny, tmp_path, monkeypatch):
+def test_training_runs_on_the_gpu_path(tiny_data, tmp_path, monkeypatch):
     """train.py end to end with data.engine=gpu (the host executor standing in for CuPy)."""
     from teamnet.config import load_config
     from teamnet.train import train
@@ -237,7 +226,7 @@ def test_training_runs_on_the_gpu_path(tiny, tmp_path, monkeypatch):
     # the up-front check (CuPy, a CUDA device) passes as it would on a GPU machine
     monkeypatch.setattr(teamnet.runsetup, "resolve_engine", lambda cfg, device: "gpu")
     cfg = load_config(REPO / "configs" / "synthetic.yaml", [
-        f"data.root={tiny.root}", "data.num_segments=2", "data.test_segments=2", "data.crop_size=32",
+        f"data.root={tiny_data.root}", "data.num_segments=2", "data.test_segments=2", "data.crop_size=32",
         "data.scale_size=32", "data.workers=2", "data.engine=gpu", "optim.batch_size=4", "optim.epochs=1",
         "model.kwargs={iframe_depth: 18, mv_depth: 18, residual_depth: 18}", f"out_dir={tmp_path / 'run'}",
         "progress=false", "tensorboard=false", "threads=1"])
@@ -248,10 +237,10 @@ def test_training_runs_on_the_gpu_path(tiny, tmp_path, monkeypatch):
 
 
 @pytest.mark.cuda
-def test_device_path_equals_host_path(tiny):
+def test_device_path_equals_host_path(tiny_data):
     """On a GPU: CuPy stage + CUDA augmentation against the host executor + CPU augmentation (bit-exact before
     augmentation; CUDA's resize rounds differently from the CPU's, so close after it); no synchronize()."""
-    videos = load_split(tiny, "train")
+    videos = load_split(tiny_data, "train")
     dev = ClipLoader(videos, engine="gpu", device_id=0, **_args())
     host = _gpu(videos)
     assert "gpu stage on" in dev.describe() and "cuda:0" in dev.describe()

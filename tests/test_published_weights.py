@@ -15,22 +15,12 @@ import torch
 import yaml
 
 from teamnet import train as train_module
-from teamnet.config import DataConfig, load_config
-from teamnet.datasets import ensure_synthetic
+from teamnet.config import load_config
 from tests.test_checkpoint import published_teamnet
 
 pytest.importorskip("nvidia.dali")
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    """8 classes x 4 clips (24 train, 8 test), 32x32, 24 frames: shared with test_dali.py and test_train.py."""
-    root = tmp_path_factory.getbasetemp() / "tiny_synth"
-    ensure_synthetic(DataConfig(root=str(root), synth_videos_per_class=4, synth_size=(32, 32), synth_frames=24),
-                     progress=False)
-    return root
 
 
 @pytest.fixture(scope="module")

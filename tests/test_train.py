@@ -23,23 +23,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from teamnet.config import DataConfig, load_config
-from teamnet.datasets import ensure_synthetic
+from teamnet.config import load_config
 from teamnet.train import lr_at, resolve_amp, train
 
 pytest.importorskip("nvidia.dali")
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    """8 classes x 4 clips (24 train, 8 test), 32x32, 24 frames: shared with test_dali.py."""
-    root = tmp_path_factory.getbasetemp() / "tiny_synth"
-    ensure_synthetic(DataConfig(root=str(root), synth_videos_per_class=4, synth_size=(32, 32), synth_frames=24),
-                     progress=False)
-    return root
 
 
 def _overrides(root: Path, out: Path, *extra: str) -> list[str]:

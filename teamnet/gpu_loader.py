@@ -54,7 +54,8 @@ from gpudecode.errors import BackendUnavailableError
 from gpudecode.packet import ClipPacket, CpuStage, Pixels
 from teamnet.augment import CROP_SCALES, CropWindow, draw_window
 from teamnet.batch_augment import augment_batch, normalised_zero
-from teamnet.dali_loader import Batch, ClipLoader, ClipSource, EpochPlan, Mode
+from teamnet.clip_source import ClipSource, EpochPlan, Mode
+from teamnet.dali_loader import Batch, ClipLoader
 from teamnet.datasets import VideoList
 
 _PAYLOAD = ("mv_records", "yuv")  # the packet fields that travel in the shared buffer

@@ -238,12 +238,16 @@ class ClipLoader:
             self._iterator = DALIGenericIterator(pipe, names, auto_reset=True)
         return self._iterator
 
-    def epoch(self, epoch: int) -> Iterator[Batch]:
-        """The batches of ``epoch`` (train order and augmentation depend on it; test order does not)."""
+    def _begin_epoch(self, epoch: int) -> bool:
+        """Check that epochs are read in order and move on; False when ``epoch`` has no step left."""
         if epoch != self._next_epoch:
             raise ValueError(f"epochs must be read in order: expected epoch {self._next_epoch}, got {epoch}")
         self._next_epoch += 1
-        if self.steps(epoch) <= 0:
+        return self.steps(epoch) > 0
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        """The batches of ``epoch`` (train order and augmentation depend on it; test order does not)."""
+        if not self._begin_epoch(epoch):
             return
         step = self._start_step if epoch == self.source.first_epoch else 0
         while True:

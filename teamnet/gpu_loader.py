@@ -422,10 +422,7 @@ class GpuClipLoader(ClipLoader):
         return batch, event
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
-        if epoch != self._next_epoch:
-            raise ValueError(f"epochs must be read in order: expected epoch {self._next_epoch}, got {epoch}")
-        self._next_epoch += 1
-        if self.steps(epoch) <= 0:
+        if not self._begin_epoch(epoch):
             return
         packets = self.packet_batches(epoch)
         first = next(packets)  # starts (or resumes) the workers here, not in the prefetch thread

@@ -9,6 +9,7 @@ modification time) in one SQLite file, and built in parallel for a dataset.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
@@ -96,7 +97,7 @@ class GopIndex:
         """B-frames present and skippable: the P-frame chain is exact without them (MPEG-4 Part 2)."""
         return self.has_b_frames and self.codec in B_SKIPPABLE_CODECS
 
-    @property
+    @functools.cached_property  # asked per clip by sampling and both engines; not a field, so not in the JSON
     def p_positions(self) -> tuple[tuple[int, ...], ...] | None:
         """Per GOP, the positions of its P-frames (what sampling may pick besides the I-frame).
 

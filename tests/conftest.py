@@ -62,17 +62,22 @@ def splits_dir() -> Path:
     return SPLITS
 
 
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory):
-    """The tiny synthetic set (8 classes x 4 clips: 24 train, 8 test; 32x32, 24 frames), made once per session."""
+def make_tiny_synthetic(root: Path, videos_per_class: int):
+    """A tiny synthetic set (8 classes, 32x32, 24 frames) at ``root``; its DataConfig."""
     from teamnet.config import DataConfig
     from teamnet.datasets import ensure_synthetic
 
-    data = DataConfig(dataset="synthetic", root=str(tmp_path_factory.getbasetemp() / "tiny_synth"),
-                      train_list="train.txt", test_list="test.txt", class_index="classInd.txt",
-                      synth_videos_per_class=4, synth_size=(32, 32), synth_frames=24)
+    data = DataConfig(dataset="synthetic", root=str(root), train_list="train.txt", test_list="test.txt",
+                      class_index="classInd.txt", synth_videos_per_class=videos_per_class, synth_size=(32, 32),
+                      synth_frames=24)
     ensure_synthetic(data, progress=False)
     return data
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """The tiny synthetic set (8 classes x 4 clips: 24 train, 8 test), made once per session."""
+    return make_tiny_synthetic(tmp_path_factory.getbasetemp() / "tiny_synth", 4)
 
 
 @pytest.fixture(scope="session")

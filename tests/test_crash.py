@@ -83,14 +83,10 @@ def test_prepare_survives_a_crashing_file(clips, tmp_path, monkeypatch):
 # -- training: a loader worker that dies --------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from teamnet.config import DataConfig
-    from teamnet.datasets import ensure_synthetic
+    """Its own set: the crash tests mark videos bad in the index cache, which the shared set must not see."""
+    from tests.conftest import make_tiny_synthetic
 
-    data = DataConfig(dataset="synthetic", root=str(tmp_path_factory.getbasetemp() / "crash_synth"),
-                      train_list="train.txt", test_list="test.txt", class_index="classInd.txt",
-                      synth_videos_per_class=3, synth_size=(32, 32), synth_frames=24)
-    ensure_synthetic(data, progress=False)
-    return data
+    return make_tiny_synthetic(tmp_path_factory.getbasetemp() / "crash_synth", 3)
 
 
 @pytest.mark.parametrize("kind", ["torch", "dali"])

@@ -16,6 +16,7 @@ import numpy as np
 
 from gpudecode._av import motion_vectors, yuv420_planes
 from gpudecode._host import host_kernels
+from gpudecode.buffers import BufferPool
 from gpudecode.gopreader import GopReader
 from gpudecode.index import GopIndex
 from gpudecode.kernels import CELL_SHIFT
@@ -48,9 +49,12 @@ class CpuBackend:
 
     name = "cpu"
 
-    def __init__(self, *, threads: int = 1):
+    def __init__(self, *, threads: int = 1, pool: BufferPool | None = None):
         self.threads = threads
         self.kernels = host_kernels()
+        #: where samples' arrays come from: memory of samples the caller has dropped is reused
+        #: (``BufferPool(0)`` allocates afresh for every clip)
+        self.pool = BufferPool() if pool is None else pool
         #: cumulative seconds per stage (demux, decode, mv_parse, kernels, total) and clips decoded
         self.stats: dict[str, float] = defaultdict(float)
         self._ws: _Workspace | None = None
@@ -67,9 +71,9 @@ class CpuBackend:
         index.check_readable()
         t, h, w = len(picks), index.height, index.width
         want_i, want_mv, want_res = (m in mods for m in MODALITIES)
-        iframe = np.empty((t, h, w, 3), np.uint8) if want_i else None
-        mv = np.empty((t, h, w, 2), np.int16) if want_mv else None
-        residual = np.empty((t, h, w, 3), np.int16) if want_res else None
+        iframe, mv, residual = self.pool.arrays([((t, h, w, 3), np.uint8) if want_i else None,
+                                                 ((t, h, w, 2), np.int16) if want_mv else None,
+                                                 ((t, h, w, 3), np.int16) if want_res else None])
         chain = want_mv or want_res  # the P-frame chain is needed only for MV and residual
 
         by_gop = group_picks(picks, index.gop_lengths, path=index.path, chain=chain, positions=index.p_positions)

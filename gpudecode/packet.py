@@ -22,6 +22,7 @@ from typing import Iterable, Literal, Sequence
 import numpy as np
 
 from gpudecode._av import yuv420_planes
+from gpudecode.buffers import BufferPool
 from gpudecode.cpu import motion_vectors
 from gpudecode.gopreader import GopReader
 from gpudecode.index import GopIndex
@@ -158,6 +159,8 @@ class CpuStage:
         self.threads = threads
         #: cumulative seconds per stage and clips done
         self.stats: dict[str, float] = defaultdict(float)
+        #: the planes' host memory, reused once the caller drops a packet (gpudecode.buffers)
+        self.pool = BufferPool()
 
     def __call__(self, index: GopIndex, picks: Sequence[tuple[int, int]], *,
                  modalities: Iterable[str] = MODALITIES) -> ClipPacket:
@@ -181,7 +184,7 @@ class CpuStage:
         slot_of = {key: i for i, key in enumerate(keys)}
         y_bytes, uv_bytes, cw = i420_layout(w, h)
         frame_bytes = y_bytes + 2 * uv_bytes
-        yuv = np.empty(len(keys) * frame_bytes if upload else 0, np.uint8)
+        yuv = self.pool.take(len(keys) * frame_bytes if upload else 0)
 
         records, counts, first_of_gop = [], [0], {}
         clock = time.perf_counter

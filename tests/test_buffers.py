@@ -30,16 +30,20 @@ def test_a_dropped_buffer_is_reused_and_aligned():
     assert (pool.reused, pool.allocated) == (1, 1)
 
 
-@pytest.mark.parametrize("holder", ["view", "view of a view", "torch tensor", "memoryview", "array copy of dtype"])
+def holder_of(a: np.ndarray, holder: str):
+    return {"view": lambda: a[10:20].view(np.int16),
+            "view of a view": lambda: a[8:].view(np.int32).reshape(-1, 2)[1:],
+            "torch tensor": lambda: torch.from_numpy(a[:64]),
+            "memoryview": lambda: memoryview(a),
+            "asarray": lambda: np.asarray(a, np.uint8)}[holder]()  # asarray of the same dtype: no copy
+
+
+@pytest.mark.parametrize("holder", ["view", "view of a view", "torch tensor", "memoryview", "asarray"])
 def test_a_buffer_is_not_reused_while_anything_references_it(holder):
     pool = BufferPool()
     a = pool.take(4096)
     a[:] = 7
-    keep = {"view": lambda: a[10:20].view(np.int16),
-            "view of a view": lambda: a[8:].view(np.int32).reshape(-1, 2)[1:],
-            "torch tensor": lambda: torch.from_numpy(a[:64]),
-            "memoryview": lambda: memoryview(a),
-            "array copy of dtype": lambda: np.asarray(a, np.uint8)}[holder]()  # asarray: no copy, a view
+    keep = holder_of(a, holder)
     addr = base_address(a)
     del a
     gc.collect()
@@ -73,9 +77,7 @@ def test_sizes_far_smaller_than_a_buffer_do_not_pin_it():
 
 def test_no_pool_allocates_every_time():
     pool = BufferPool(0)
-    a = pool.take(1000)
-    addr = base_address(a)
-    del a
+    pool.take(1000)  # taken and dropped at once
     pool.take(1000)
     assert pool.reused == 0 and pool.allocated == 2 and pool.pooled_bytes == 0
 

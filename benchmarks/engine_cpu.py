@@ -4,7 +4,9 @@
     python -m benchmarks.engine_cpu --clips 4 --repeats 3 --no-hd  # quicker
 
 For 8-segment training samples (I-frame, MV, residual), per clip:
-- engine:   one open, each sampled GOP decoded once, kernels on the chain (what users get);
+- engine:   one open, each sampled GOP decoded once, kernels on the chain (what users get: a
+            sample's memory is reused once it is dropped, gpudecode.buffers);
+- engine_fresh: the same with fresh memory for every sample (``BufferPool(0)``): what the pool saves;
 - coviar:   the published loader's access pattern: a separate open and decode for every segment
             and modality (24 for 8 segments), with the same decoder and kernels (and, to be
             generous to it, a seek to the GOP instead of parsing from the start of the file);
@@ -28,6 +30,7 @@ import numpy as np
 
 from benchmarks.common import write_result
 from gpudecode.benchmark import machine_info
+from gpudecode.buffers import BufferPool
 from gpudecode.cpu import CpuBackend
 from gpudecode.gopreader import GopReader
 from gpudecode.index import index_video
@@ -54,15 +57,15 @@ def coviar_style(backend, index, picks) -> None:
 
 
 def measure(paths, *, segments: int, repeats: int, seed: int = 0) -> dict:
-    backend = CpuBackend()
+    backend, fresh, other = CpuBackend(), CpuBackend(pool=BufferPool(0)), CpuBackend()
     rows = []
     for path in paths:
         index = index_video(path, cache=False)
         index.check_readable()
         rng = np.random.default_rng(seed)
         picks_list = [sample_gops(index.gop_lengths, segments, mode="train", rng=rng, positions=index.p_positions) for _ in range(repeats)]
-        fns = {"engine": lambda p: backend.decode(index, p), "coviar": lambda p: coviar_style(backend, index, p),
-               "floor": lambda p: floor(index, p)}
+        fns = {"engine": lambda p: backend.decode(index, p), "engine_fresh": lambda p: fresh.decode(index, p),
+               "coviar": lambda p: coviar_style(other, index, p), "floor": lambda p: floor(index, p)}
         for fn in fns.values():  # warm-up: caches, the host library, the decoder
             fn(picks_list[0])
         wall: dict[str, list[float]] = {name: [] for name in fns}
@@ -79,17 +82,20 @@ def measure(paths, *, segments: int, repeats: int, seed: int = 0) -> dict:
                      "speedup_vs_coviar": med["coviar_ms"] / med["engine_ms"],
                      "engine_over_floor": med["engine_ms"] / med["floor_ms"],
                      "speedup_vs_coviar_cpu": med["coviar_cpu_ms"] / med["engine_cpu_ms"],
-                     "engine_over_floor_cpu": med["engine_cpu_ms"] / med["floor_cpu_ms"]})
+                     "engine_over_floor_cpu": med["engine_cpu_ms"] / med["floor_cpu_ms"],
+                     "fresh_memory_over_pooled_cpu": med["engine_fresh_cpu_ms"] / med["engine_cpu_ms"]})
         r = rows[-1]
         print(f"  {r['video']:40s} {index.codec:5s} engine {r['engine_ms']:7.2f} ms  coviar {r['coviar_ms']:7.2f} ms  "
               f"floor {r['floor_ms']:7.2f} ms  x{r['speedup_vs_coviar']:.2f} vs coviar  {r['engine_over_floor']:.2f}x floor"
-              f"  | cpu: x{r['speedup_vs_coviar_cpu']:.2f}, {r['engine_over_floor_cpu']:.2f}x floor")
-    keys = [k for k in rows[0] if k.endswith("_ms") or k.startswith(("speedup", "engine_over"))]
+              f"  | cpu: x{r['speedup_vs_coviar_cpu']:.2f}, {r['engine_over_floor_cpu']:.2f}x floor, "
+              f"fresh memory x{r['fresh_memory_over_pooled_cpu']:.2f}")
+    keys = [k for k in rows[0] if k.endswith("_ms") or k.startswith(("speedup", "engine_over", "fresh_"))]
     median = {k: statistics.median(r[k] for r in rows) for k in keys}
-    stats = backend.stats  # per-stage wall time inside the engine (all its calls, coviar's included)
+    stats = backend.stats  # per-stage wall time inside the engine, warm-up included (its own backend)
     stages = {k: 1e3 * v / stats["clips"] for k, v in stats.items() if k not in ("clips", "frames")}
     return {"clips": rows, "median": median, "engine_clips_per_s": 1e3 / median["engine_ms"],
-            "host_isa": backend.kernels.isa, "engine_stage_ms_per_call": stages}
+            "host_isa": backend.kernels.isa, "engine_stage_ms_per_clip": stages,
+            "engine_frames_per_clip": stats["frames"] / stats["clips"]}
 
 
 def main(argv=None) -> None:
@@ -100,6 +106,8 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--segments", type=int, default=8)
     ap.add_argument("--no-hd", action="store_true", help="skip the 1280x720 h264 set (real clips, prepared at 720p)")
+    ap.add_argument("--sets", default=None, help="only the sets whose name contains one of these comma-separated "
+                    "words (e.g. 'mpeg4' or 'real,720')")
     ap.add_argument("--output", default=None)
     args = ap.parse_args(argv)
 
@@ -107,20 +115,26 @@ def main(argv=None) -> None:
     from gpudecode.synth import make_synthetic_dataset
 
     work = Path(args.work_dir)
+    words = args.sets.split(",") if args.sets else []
+
+    def wanted(name: str) -> bool:
+        return not words or any(w in name for w in words)
+
     sets: dict[str, list[Path]] = {}
     for codec in ("mpeg4", "h264"):
         synth = work / f"synth_{codec}"
-        make_synthetic_dataset(synth, num_videos_per_class=1, size=(340, 256), num_frames=96, codec=codec, seed=0,
-                               progress=False)
-        sets[f"synthetic 340x256 {codec}"] = sorted((synth / "videos").rglob("*.mp4"))[: args.clips]
+        if wanted(f"synthetic 340x256 {codec}"):
+            make_synthetic_dataset(synth, num_videos_per_class=1, size=(340, 256), num_frames=96, codec=codec, seed=0,
+                                   progress=False)
+            sets[f"synthetic 340x256 {codec}"] = sorted((synth / "videos").rglob("*.mp4"))[: args.clips]
         real = Path(args.real_dir)
-        if real.is_dir():
+        if real.is_dir() and wanted(f"real prepared 340x256 {codec}"):
             prepared = work / f"real_{codec}"
             sources = sorted(p for p in real.iterdir() if p.suffix in (".mp4", ".avi"))
             prepare_videos(sources, prepared, codec=codec, gop=12, size=(340, 256), workers=None, progress=True)
             sets[f"real prepared 340x256 {codec}"] = sorted(prepared.rglob("*.mp4"))[: args.clips]
     real = Path(args.real_dir)
-    if not args.no_hd and real.is_dir():
+    if not args.no_hd and real.is_dir() and wanted("real prepared 1280x720 h264"):
         prepared = work / "real_h264_1280x720"
         sources = sorted(p for p in real.iterdir() if p.suffix in (".mp4", ".avi"))[: args.clips]
         prepare_videos(sources, prepared, codec="h264", gop=12, size=(1280, 720), workers=None, progress=True)

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from gpudecode._cli_errors import Interrupted, interrupts, run_main
+from gpudecode._cli_errors import INTERRUPTED, Interrupted, interrupts, run_main
 from teamnet.augment import eval_views
 from teamnet.checkpoint import CheckpointMismatchError, unwrap_model
 from teamnet.config import TrainConfig, config_to_dict, load_config
@@ -225,7 +225,7 @@ def _train(cfg: TrainConfig, env: Dist) -> dict[str, Any]:
     loop = _Loop(cfg, env, run, ddp, model, optimizer, scaler, train_loader, test_loader, log, amp_dtype)
     try:
         _start_workers(train_loader, test_loader)
-        with interrupts.deferred(_STOP_NOTICE):
+        with interrupts.deferred(_STOP_NOTICE if main else ""):
             return loop.run(start_epoch, start_step)
     finally:
         log.close()
@@ -424,8 +424,14 @@ def _main(argv: Sequence[str] | None = None) -> int:
     if args.print_config:
         print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
         return 0
-    metrics = train(cfg)
-    if metrics and int(os.environ.get("RANK", 0)) == 0:
+    rank = int(os.environ.get("RANK", 0))
+    try:
+        metrics = train(cfg)
+    except Interrupted:
+        if rank != 0:  # under torchrun every rank stops at the same step; rank 0 says where it saved
+            return INTERRUPTED
+        raise
+    if metrics and rank == 0:
         print(json.dumps(loggable({"top1": metrics["top1"], "top5": metrics["top5"],
                                    "mean_class_accuracy": metrics["mean_class_accuracy"]})))
     return 0

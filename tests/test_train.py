@@ -4,7 +4,8 @@
 - a run killed (SIGKILL) part-way and resumed ends with exactly the weights of an uninterrupted run;
 - Ctrl-C (SIGINT to the process group) saves the exact position and exits 130 without tracebacks, with
   the DALI and the PyTorch loader; the resumed run equals the uninterrupted one, metrics.jsonl included;
-- 2-process DDP on gloo equals 1 process with the same global batch;
+- 2-process DDP on gloo equals 1 process with the same global batch; Ctrl-C under torchrun stops
+  every rank at one step, saves once, and the run resumes there;
 - corrupt and missing videos are skipped, counted and listed, and training finishes.
 """
 
@@ -339,6 +340,50 @@ def test_ddp_two_processes_match_one(tiny, tmp_path):
     assert moved > 10
     ra, rb = _records(one)[-1], _records(two)[-1]
     assert ra["kind"] == rb["kind"] == "test" and ra["num_videos"] == rb["num_videos"] == 8
+
+
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        kids = _children(todo.pop())
+        out += kids
+        todo += kids
+    return out
+
+
+def test_ctrl_c_under_torchrun_stops_every_rank_at_one_step_and_resumes(tiny, tmp_path):
+    # A terminal's Ctrl-C reaches torchrun only (it starts each rank in its own session); torchrun
+    # forwards SIGINT to the ranks and SIGKILLs them 30 s later. Every rank must stop at the same step
+    # (a rank a step ahead would wait in all-reduce until killed), rank 0 saves, one message is printed.
+    out = tmp_path / "run"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                "-m", "teamnet.train", *_cli(*_overrides(tiny, out, "log_every=1"))[3:]]
+    proc = subprocess.Popen(torchrun, env=_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        _wait_for_step(proc, out, 2)
+        ranks_and_workers = _descendants(proc.pid)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=25)  # well inside torchrun's 30 s before SIGKILL
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert stderr.count("Ctrl-C: stopping after this step") == 1, stderr
+    messages = re.findall(r"teamnet-train: interrupted at epoch 1 step (\d+), checkpoint saved to", stderr)
+    assert len(messages) == 1, stderr
+    step = int(messages[0])
+    saved = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+    assert (saved["epoch"], saved["extra"]["step_in_epoch"]) == (0, step) and 2 <= step < 6
+    assert "KeyboardInterrupt" not in stderr
+    _assert_gone(ranks_and_workers)
+
+    resumed = subprocess.run(torchrun, env=_env(), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from {out / 'last.pt'} at epoch 1 step {step}" in resumed.stdout
+    train_steps = [r["global_step"] for r in _records(out) if r["kind"] == "train"]
+    assert train_steps == list(range(1, 7))  # 24 clips, global batch 4: each step once, none lost or repeated
+    assert [r["kind"] for r in _records(out)].count("test") == 1
 
 
 def _init_weights_from(path: Path):

@@ -216,8 +216,8 @@ class ClipLoader:
         """One line for the start of a run: which loader, engine and device this is."""
         if self.kind == "dali":
             return f"loader: DALI ({'CPU' if self.device_id is None else 'GPU'}), engine: {self.engine}, {self.workers} workers"
-        workers = f"{self.workers} workers" if self.workers > 1 else "in-process"
-        return f"loader: torch fallback (reference transform on the CPU, no DALI), engine: {self.engine}, {workers}"
+        return (f"loader: torch fallback (reference transform on the CPU, no DALI), engine: {self.engine}, "
+                f"{self.workers} workers")
 
     def steps(self, epoch: int | None = None) -> int:
         """Steps of an epoch (the first one, when resuming, has ``start_step`` fewer)."""
@@ -298,9 +298,10 @@ class ClipLoader:
 
     def _torch_epoch(self, epoch: int, step: int) -> Iterator[Batch]:
         dataset = _FallbackDataset(self.source, epoch, step * self.plan.local_batch, self.antialias)
-        workers = 0 if self.workers <= 1 else self.workers
+        # Always worker processes, one at least: a decoder that crashes on a hostile file then takes a
+        # worker down, not the run (_recover finds the file and the epoch goes on).
         loader = torch.utils.data.DataLoader(dataset, batch_size=self.plan.local_batch, shuffle=False,
-                                             num_workers=workers, collate_fn=_collate)
+                                             num_workers=max(1, self.workers), collate_fn=_collate)
         for frames, labels, indices, valid, errors in loader:
             yield _batch_from(frames, labels, indices, valid, errors, self.videos)
 

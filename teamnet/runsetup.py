@@ -443,8 +443,6 @@ def describe_loader(loader, engine: str, cfg: TrainConfig, env: Dist, amp_dtype)
         kind = f"torch DataLoader (reference transform{why})"
     if engine == "gpu":
         workers = "decoding in the main process"
-    elif loader.kind == "torch" and loader.workers <= 1:
-        workers = "decoding in the main process"
     else:
         workers = f"{loader.workers} decoding worker{'s' if loader.workers != 1 else ''}"
     engine_text = f"engine {engine}" + (" (auto)" if cfg.data.engine == "auto" else "")

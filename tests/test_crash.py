@@ -89,8 +89,10 @@ def tiny(tmp_path_factory):
     return make_tiny_synthetic(tmp_path_factory.getbasetemp() / "crash_synth", 3)
 
 
-@pytest.mark.parametrize("kind", ["torch", "dali"])
-def test_loader_marks_the_crashing_video_bad_and_the_epoch_goes_on(tiny, kind, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("kind,workers", [("torch", 2), ("torch", 1), ("dali", 2)])
+def test_loader_marks_the_crashing_video_bad_and_the_epoch_goes_on(tiny, kind, workers, tmp_path, monkeypatch,
+                                                                   capsys):
+    # torch with 1 worker: it used to decode in the training process, where a crash ended the run
     if kind == "dali":
         pytest.importorskip("nvidia.dali")
     from teamnet.dali_loader import ClipLoader
@@ -101,7 +103,7 @@ def test_loader_marks_the_crashing_video_bad_and_the_epoch_goes_on(tiny, kind, t
     monkeypatch.setenv(TEST_CRASH_ENV, os.path.basename(victim))
     cache = IndexCache(tmp_path / "c.sqlite")
     loader = ClipLoader(videos, mode="train", modalities=("iframe", "mv"), num_segments=2, batch_size=4, size=24,
-                        workers=2, kind=kind, seed=1, cache=str(cache.path))
+                        workers=workers, kind=kind, seed=1, cache=str(cache.path))
     for epoch in range(2):
         batches = list(loader.epoch(epoch))
         assert len(batches) == loader.plan.steps  # every step, none lost to the restart

@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from gpudecode._av import motion_vectors, yuv420_planes
+from gpudecode._av import motion_vector_buffer, motion_vectors, yuv420_addresses  # noqa: F401 (re-exported)
 from gpudecode._host import host_kernels
 from gpudecode.buffers import BufferPool
 from gpudecode.gopreader import GopReader
@@ -37,6 +37,7 @@ class _Workspace:
         self.rgb = np.empty((h, w, 3), np.uint8)  # the current GOP's I-frame
         self.mv = np.empty((h, w, 2), np.int16)  # MV scratch when only the residual is wanted
         self.grid_ptr, self.dense_ptr = self.grid.ctypes.data, self.dense.ctypes.data
+        self.rgb_ptr, self.mv_ptr = self.rgb.ctypes.data, self.mv.ctypes.data
         self.src_a_ptr, self.src_b_ptr = self.src_a.ctypes.data, self.src_b.ctypes.data
 
     def other_ptr(self, ptr: int) -> int:
@@ -79,8 +80,14 @@ class CpuBackend:
         by_gop = group_picks(picks, index.gop_lengths, path=index.path, chain=chain, positions=index.p_positions)
 
         k = self.kernels
-        p_frame = k.raw.gd_host_p_frame
+        p_frame, to_rgb, gather = k.raw.gd_host_p_frame, k._yuv420_to_rgb, k._gather_mv_residual
         ws = self._workspace(h, w)
+        # The loop passes addresses (ints) to C: NumPy's ``.ctypes.data`` costs ~1.5 us a call, a PyAV
+        # plane's or side data's own address 0.1 us, and a clip makes ~100 such calls.
+        i_ptr = iframe.ctypes.data if want_i else 0
+        mv_ptr = mv.ctypes.data if want_mv else ws.mv_ptr
+        res_ptr = residual.ctypes.data if want_res else 0
+        i_step, mv_step, res_step = h * w * 3, (h * w * 4 if want_mv else 0), h * w * 6
         clock, t_start = time.perf_counter, time.perf_counter()
         t_mv = t_kernels = 0.0
         matrix = index.colour_matrix
@@ -90,15 +97,16 @@ class CpuBackend:
                 # The I-frame goes straight into the first segment that shows it (else into scratch);
                 # the residual reads it from there, other segments copy it after the GOP.
                 i_first = min(seg for segs in at.values() for seg in segs)
-                rgb = iframe[i_first] if want_i else ws.rgb
-                src, src_ptr = None, 0  # S_0 = identity (NULL)
+                rgb_ptr = i_ptr + i_first * i_step if want_i else ws.rgb_ptr
+                src_ptr = 0  # S_0 = identity (NULL)
                 for pos, frame in reader.frames(gop, max(at) if chain else 0):
                     t0 = clock()
                     if pos == 0:
                         if want_i or want_res:
-                            k.yuv420_to_rgb(*yuv420_planes(frame), matrix, rgb)
+                            (y, ys, u, v, uvs), owner = yuv420_addresses(frame)
+                            to_rgb(y, ys, u, v, uvs, 1, w, h, matrix, rgb_ptr)
                     else:
-                        mvs = motion_vectors(frame)
+                        records, count, owner = motion_vector_buffer(frame)
                         t1 = clock()
                         t_mv += t1 - t0
                         t0 = t1
@@ -106,15 +114,17 @@ class CpuBackend:
                         # fold into S: one call (ctypes calls cost microseconds, ~40 P-frames a clip).
                         # S starts at identity (NULL) at the chain's first P-frame, wherever B-frames put it.
                         prev_ptr, src_ptr = src_ptr, ws.other_ptr(src_ptr)
-                        src = ws.src_a if src_ptr == ws.src_a_ptr else ws.src_b
-                        p_frame(mvs.ctypes.data, len(mvs), ws.grid_ptr, ws.grid_w, ws.grid_h, CELL_SHIFT, ws.dense_ptr,
+                        p_frame(records or None, count, ws.grid_ptr, ws.grid_w, ws.grid_h, CELL_SHIFT, ws.dense_ptr,
                                 prev_ptr or None, src_ptr, w, h)
                     segs = at.get(pos)
                     if segs and chain:
                         first = segs[0]
-                        planes = yuv420_planes(frame) if want_res else (None, None, None)
-                        k.gather_mv_residual(src, rgb if want_res else None, *planes, matrix,
-                                             mv[first] if want_mv else ws.mv, residual[first] if want_res else None)
+                        if want_res:
+                            (y, ys, u, v, uvs), owner = yuv420_addresses(frame)
+                        else:  # MV only: no pixels read
+                            y, ys, u, v, uvs = None, 0, None, None, 0
+                        gather(src_ptr or None, rgb_ptr if want_res else None, y, ys, u, v, uvs, 1, w, h, matrix,
+                               mv_ptr + first * mv_step, res_ptr + first * res_step if want_res else None)
                         for seg in segs[1:]:  # segments that drew the same (gop, pos)
                             if want_mv:
                                 mv[seg] = mv[first]
@@ -125,7 +135,7 @@ class CpuBackend:
                     for segs in at.values():
                         for seg in segs:
                             if seg != i_first:
-                                iframe[seg] = rgb
+                                iframe[seg] = iframe[i_first]
         stats = self.stats
         stats["demux"] += reader.stats["demux"]
         stats["decode"] += reader.stats["decode"]

@@ -13,48 +13,73 @@
 // the per-pixel arithmetic (gd_luma_rgb) vectorises on the host; on the GPU the buffers are registers.
 #include "common.cuh"
 
-// RGB of pixel (x, y) given the chroma terms of its 4:2:0 sample (see gd_chroma in common.cuh).
-GD_HD void gd_luma_rgb(const gd_u8* __restrict__ y_plane, int y_stride, int x, int y,
-                       const gd_yuv_coeffs& k, const gd_chroma& ch, gd_u8* rgb) {
-    const int c = k.scale * (y_plane[y * y_stride + x] - k.offset) + 128;
-    rgb[0] = (gd_u8)gd_clamp255((c + ch.r) >> 8);
-    rgb[1] = (gd_u8)gd_clamp255((c + ch.g) >> 8);
-    rgb[2] = (gd_u8)gd_clamp255((c + ch.b) >> 8);
+// The runs of pixels that make up the element at x0 (< width) of a row: [x0, x0 + GD_TILE), or what is
+// left of the row. On the host a short last run is done as a whole run that ends where the row does
+// (its first pixels are computed and written again, with the same values: every output pixel is a
+// function of the inputs alone) and, for an odd width, the last pixel on its own, so that only runs
+// of compile-time length are vectorised. Runs start at even x whenever they are longer than 1.
+struct gd_runs { int x0[2], n[2], count; };
+
+GD_HD gd_runs gd_row_runs(int x0, int width) {
+    gd_runs r;
+    r.count = 1;
+    r.x0[0] = x0;
+    r.n[0] = GD_TILE == 1 ? 1 : (width - x0 < GD_TILE ? width - x0 : GD_TILE);
+    const int n = r.n[0], even = n & ~1;
+    if (GD_TILE > 1 && n < GD_TILE && even > 0 && x0 + even >= GD_TILE) {
+        r.x0[0] = x0 + even - GD_TILE;
+        r.n[0] = GD_TILE;
+        if (n & 1) {
+            r.x0[1] = x0 + n - 1;
+            r.n[1] = 1;
+            r.count = 2;
+        }
+    }
+    return r;
 }
 
-// Length of the run of pixels that starts at x0 (< width): GD_TILE, or what is left of the row.
-GD_HD int gd_run_length(int x0, int width) {
-    return GD_TILE == 1 ? 1 : (width - x0 < GD_TILE ? width - x0 : GD_TILE);
-}
-
-// The chroma terms (gd_chroma_terms) of each of the n pixels x0 .. x0+n-1 of a row, computed once
-// per 4:2:0 sample (n <= GD_TILE; x0 is even whenever n > 1, so sample j covers pixels 2j and 2j+1
-// of the run). The arrays have room for n + 1.
-GD_HD void gd_chroma_run(const gd_u8* __restrict__ u_row, const gd_u8* __restrict__ v_row, int step, int x0, int n,
-                         const gd_yuv_coeffs& k, int* __restrict__ r, int* __restrict__ g, int* __restrict__ b) {
-    const gd_u8* __restrict__ u = u_row + (x0 >> 1) * step;
-    const gd_u8* __restrict__ v = v_row + (x0 >> 1) * step;
-    for (int j = 0; 2 * j < n; ++j) {
+// RGB of the n pixels x0 .. x0+n-1 of row y (n <= GD_TILE; x0 is even whenever n > 1), written to
+// rgb[0 .. 3n). Host: one loop over the run's 4:2:0 samples computes the chroma terms of a sample
+// and the two pixels it covers, each channel into its own line buffer (16-bit lanes, see
+// common.cuh); a second loop interleaves them. On the GPU (n == 1) the buffers are registers.
+GD_HD void gd_rgb_run_n(const gd_u8* __restrict__ luma, const gd_u8* __restrict__ u, const gd_u8* __restrict__ v,
+                        int step, int n, const gd_yuv_coeffs& k, gd_u8* __restrict__ rgb) {
+    gd_u8 r[GD_TILE], g[GD_TILE], b[GD_TILE];
+    for (int j = 0; j < n >> 1; ++j) {
         const gd_chroma ch = gd_chroma_terms(u[j * step], v[j * step], k);
-        r[2 * j] = r[2 * j + 1] = ch.r;
-        g[2 * j] = g[2 * j + 1] = ch.g;
-        b[2 * j] = b[2 * j + 1] = ch.b;
+        for (int q = 0; q < 2; ++q) {
+            const int i = 2 * j + q;
+            const gd_i16 l = gd_luma_term(luma[i], k);
+            r[i] = gd_channel(luma[i], l, ch.r);
+            g[i] = gd_channel(luma[i], l, ch.g);
+            b[i] = gd_channel(luma[i], l, ch.b);
+        }
+    }
+    if (n & 1) {  // a run of one pixel (GPU), or the odd last pixel of a row: half a sample
+        const int i = n - 1;
+        const gd_chroma ch = gd_chroma_terms(u[(i >> 1) * step], v[(i >> 1) * step], k);
+        const gd_i16 l = gd_luma_term(luma[i], k);
+        r[i] = gd_channel(luma[i], l, ch.r);
+        g[i] = gd_channel(luma[i], l, ch.g);
+        b[i] = gd_channel(luma[i], l, ch.b);
+    }
+    for (int i = 0; i < n; ++i) {
+        rgb[3 * i] = r[i];
+        rgb[3 * i + 1] = g[i];
+        rgb[3 * i + 2] = b[i];
     }
 }
 
-// RGB of the n pixels x0 .. x0+n-1 of row y, written to rgb[0 .. 3n).
 GD_HD void gd_rgb_run(const gd_u8* __restrict__ y_plane, int y_stride, const gd_u8* __restrict__ u_row,
                       const gd_u8* __restrict__ v_row, int uv_step, int x0, int y, int n, const gd_yuv_coeffs& k,
                       gd_u8* __restrict__ rgb) {
-    int cr[GD_TILE + 1], cg[GD_TILE + 1], cb[GD_TILE + 1];
-    if (uv_step == 1)  // planar chroma: unit-stride loads the host compiler vectorises
-        gd_chroma_run(u_row, v_row, 1, x0, n, k, cr, cg, cb);
+    const gd_u8* __restrict__ luma = y_plane + y * y_stride + x0;
+    const gd_u8* __restrict__ u = u_row + (x0 >> 1) * uv_step;
+    const gd_u8* __restrict__ v = v_row + (x0 >> 1) * uv_step;
+    if (n == GD_TILE && uv_step == 1)  // host: compile-time length and step, vectorised without runtime checks
+        gd_rgb_run_n(luma, u, v, 1, GD_TILE, k, rgb);
     else
-        gd_chroma_run(u_row, v_row, uv_step, x0, n, k, cr, cg, cb);
-    for (int i = 0; i < n; ++i) {
-        const gd_chroma ch = {cr[i], cg[i], cb[i]};
-        gd_luma_rgb(y_plane, y_stride, x0 + i, y, k, ch, rgb + 3 * i);
-    }
+        gd_rgb_run_n(luma, u, v, uv_step, n, k, rgb);
 }
 
 extern "C" __global__ void yuv420_to_rgb(const gd_u8* __restrict__ y_plane, int y_stride,
@@ -66,56 +91,68 @@ extern "C" __global__ void yuv420_to_rgb(const gd_u8* __restrict__ y_plane, int 
         const gd_u8* __restrict__ u_row = u_plane + (y >> 1) * uv_stride;
         const gd_u8* __restrict__ v_row = v_plane + (y >> 1) * uv_stride;
         for (int x0 = (blockIdx.x * blockDim.x + threadIdx.x) * GD_TILE; x0 < width; x0 += blockDim.x * gridDim.x * GD_TILE) {
-            gd_rgb_run(y_plane, y_stride, u_row, v_row, uv_step, x0, y, gd_run_length(x0, width), k,
-                       rgb + 3 * (y * width + x0));
+            const gd_runs runs = gd_row_runs(x0, width);
+            for (int r = 0; r < runs.count; ++r)
+                gd_rgb_run(y_plane, y_stride, u_row, v_row, uv_step, runs.x0[r], y, runs.n[r], k,
+                           rgb + 3 * (y * width + runs.x0[r]));
         }
     }
 }
 
 // Residual of the n pixels of a run whose sources s[0 .. n) are known: F_k (f, RGB) minus the I-frame
-// at each source. The I-frame pixels are fetched into the line buffer g first, in groups of 8 (the
-// engine's MV cell): a group whose sources are 8 consecutive pixels of one row (common: any block
-// that moved as one) is one contiguous copy; elsewhere each pixel is fetched on its own. The
-// subtraction is then one unit-stride loop over the run.
+// at each source. A run whose sources are n consecutive pixels of one row (common: a still background,
+// or any area that moved as one) subtracts the I-frame's pixels where they lie. Elsewhere the I-frame
+// pixels are fetched into the line buffer g first, in groups of 8 (the engine's MV cell): a group
+// with consecutive sources is one contiguous copy, other pixels are fetched one by one. The
+// subtraction is one unit-stride loop over the run either way.
 GD_HD void gd_residual_run(const gd_i32* __restrict__ s, const gd_u8* __restrict__ f,
                            const gd_u8* __restrict__ iframe_rgb, int width, int height, int n,
                            gd_i16* __restrict__ res) {
+    int off = 0;  // 0 iff every s[i] == s[0] + i (an OR reduction: vectorises, where a && chain would not)
+    for (int i = 1; i < n; ++i) off |= s[i] ^ (s[0] + i);
+    if (off == 0) {
+        const gd_u8* __restrict__ run = iframe_rgb + 3 * (gd_unpack_y(s[0]) * width + gd_unpack_x(s[0]));
+        for (int j = 0; j < 3 * n; ++j) res[j] = (gd_i16)(f[j] - run[j]);
+        return;
+    }
+    int at[GD_TILE];  // where each source pixel lies in the I-frame (byte offset; one vector pass)
+    for (int i = 0; i < n; ++i) at[i] = 3 * (gd_unpack_y(s[i]) * width + gd_unpack_x(s[i]));
     const int group = GD_TILE < 8 ? GD_TILE : 8;
     gd_u8 g[3 * GD_TILE + 1];
     for (int i0 = 0; i0 < n; i0 += group) {
         const int m = n - i0 < group ? n - i0 : group;
-        bool contiguous = true;
-        for (int i = 1; i < m; ++i) contiguous &= s[i0 + i] == s[i0] + i;
-        if (contiguous) {
-            const gd_u8* __restrict__ block = iframe_rgb + 3 * (gd_unpack_y(s[i0]) * width + gd_unpack_x(s[i0]));
+        int group_off = 0;
+        for (int i = 1; i < m; ++i) group_off |= s[i0 + i] ^ (s[i0] + i);
+        if (group_off == 0) {
+            const gd_u8* __restrict__ block = iframe_rgb + at[i0];
             for (int j = 0; j < 3 * m; ++j) g[3 * i0 + j] = block[j];
             continue;
         }
         for (int i = i0; i < i0 + m; ++i) {
-            const int q = gd_unpack_y(s[i]) * width + gd_unpack_x(s[i]);
 #if GD_TILE > 1
             // Host: one unaligned 4-byte load and store per pixel; the 4th byte is the next pixel's
             // (overwritten by it, or the slack byte of g). Not at the frame's last pixel: no 4th byte.
-            if (q + 1 < width * height) {
+            if (at[i] != 3 * (width * height - 1)) {
                 unsigned int word;
-                __builtin_memcpy(&word, iframe_rgb + 3 * q, 4);
+                __builtin_memcpy(&word, iframe_rgb + at[i], 4);
                 __builtin_memcpy(g + 3 * i, &word, 4);
                 continue;
             }
 #endif
-            g[3 * i] = iframe_rgb[3 * q];
-            g[3 * i + 1] = iframe_rgb[3 * q + 1];
-            g[3 * i + 2] = iframe_rgb[3 * q + 2];
+            g[3 * i] = iframe_rgb[at[i]];
+            g[3 * i + 1] = iframe_rgb[at[i] + 1];
+            g[3 * i + 2] = iframe_rgb[at[i] + 2];
         }
     }
     for (int j = 0; j < 3 * n; ++j) res[j] = (gd_i16)(f[j] - g[j]);
 }
 
 // One run of gather_mv_residual: pixels x0 .. x0+n-1 of row y (see the kernel below).
-GD_HD void gd_gather_run(const gd_i32* __restrict__ src, const gd_u8* __restrict__ iframe_rgb,
-                         const gd_u8* __restrict__ y_plane, int y_stride, const gd_u8* __restrict__ u_row,
-                         const gd_u8* __restrict__ v_row, int uv_step, int x0, int y, int n, int width,
-                         int height, const gd_yuv_coeffs& k, gd_i16* __restrict__ mv_out, gd_i16* __restrict__ residual_out) {
+GD_HD void gd_gather_run_n(const gd_i32* __restrict__ src, const gd_u8* __restrict__ iframe_rgb,
+                           const gd_u8* __restrict__ y_plane, int y_stride, const gd_u8* __restrict__ u_row,
+                           const gd_u8* __restrict__ v_row, int uv_step, int x0, int y, int n, int width,
+                           int height, const gd_yuv_coeffs& k, gd_i16* __restrict__ mv_out,
+                           gd_i16* __restrict__ residual_out) {
     const int p0 = y * width + x0;
     gd_i32 identity[GD_TILE];  // NULL src: position 0, S = identity
     const gd_i32* __restrict__ s = identity;  // S_k of the run
@@ -132,6 +169,19 @@ GD_HD void gd_gather_run(const gd_i32* __restrict__ src, const gd_u8* __restrict
     gd_residual_run(s, f, iframe_rgb, width, height, n, residual_out + 3 * p0);
 }
 
+GD_HD void gd_gather_run(const gd_i32* __restrict__ src, const gd_u8* __restrict__ iframe_rgb,
+                         const gd_u8* __restrict__ y_plane, int y_stride, const gd_u8* __restrict__ u_row,
+                         const gd_u8* __restrict__ v_row, int uv_step, int x0, int y, int n, int width,
+                         int height, const gd_yuv_coeffs& k, gd_i16* __restrict__ mv_out,
+                         gd_i16* __restrict__ residual_out) {
+    if (n == GD_TILE)  // host: compile-time length, vectorised without runtime checks
+        gd_gather_run_n(src, iframe_rgb, y_plane, y_stride, u_row, v_row, uv_step, x0, y, GD_TILE, width, height, k,
+                        mv_out, residual_out);
+    else
+        gd_gather_run_n(src, iframe_rgb, y_plane, y_stride, u_row, v_row, uv_step, x0, y, n, width, height, k,
+                        mv_out, residual_out);
+}
+
 extern "C" __global__ void gather_mv_residual(const gd_i32* __restrict__ src, const gd_u8* __restrict__ iframe_rgb,
                                               const gd_u8* __restrict__ y_plane, int y_stride,
                                               const gd_u8* __restrict__ u_plane, const gd_u8* __restrict__ v_plane,
@@ -142,8 +192,10 @@ extern "C" __global__ void gather_mv_residual(const gd_i32* __restrict__ src, co
         const gd_u8* __restrict__ u_row = u_plane + (y >> 1) * uv_stride;
         const gd_u8* __restrict__ v_row = v_plane + (y >> 1) * uv_stride;
         for (int x0 = (blockIdx.x * blockDim.x + threadIdx.x) * GD_TILE; x0 < width; x0 += blockDim.x * gridDim.x * GD_TILE) {
-            gd_gather_run(src, iframe_rgb, y_plane, y_stride, u_row, v_row, uv_step, x0, y, gd_run_length(x0, width),
-                          width, height, k, mv_out, residual_out);
+            const gd_runs runs = gd_row_runs(x0, width);
+            for (int r = 0; r < runs.count; ++r)
+                gd_gather_run(src, iframe_rgb, y_plane, y_stride, u_row, v_row, uv_step, runs.x0[r], y, runs.n[r],
+                              width, height, k, mv_out, residual_out);
         }
     }
 }

@@ -41,10 +41,73 @@ GD_HD void gd_accumulate_run(const gd_i32* __restrict__ src_prev, gd_i32* __rest
     }
 }
 
+#if GD_TILE > 1
+// Host: one grid row of 8-pixel cells at a time (in chunks of GD_ACC_CHUNK cells). A cell whose source
+// run lies inside the frame for all its rows (the common case) is a copy of 8 values of S_{t-1} at a
+// fixed offset, or for S_0 the packed positions plus a fixed offset; the offsets are worked out once
+// per grid row, and its rows then go cell by cell without a bounds test. Other cells (at the frame's
+// sides, or whose source row leaves the frame) and a partial last cell take gd_accumulate_run, as on
+// the GPU.
+#define GD_ACC_CHUNK 256
+__noinline__ void gd_accumulate_grid_row(const gd_i32* __restrict__ src_prev, gd_i32* __restrict__ src_next,
+                                         const gd_i16* __restrict__ grid_row, int grid_w, int y0, int y1,
+                                         int width, int height) {
+    int offset[GD_ACC_CHUNK];       // per cell: S_{t-1}'s index minus the pixel's (src_prev), or S_0's value minus gd_pack(x, y)
+    bool fast[GD_ACC_CHUNK];
+    int pixel_offset[8 * GD_ACC_CHUNK];  // S_0: the offset of each pixel's cell (0 where the cell is not fast)
+    const int full = width >> 3;  // whole 8-pixel cells
+    for (int c0 = 0; c0 < grid_w; c0 += GD_ACC_CHUNK) {
+        const int c1 = c0 + GD_ACC_CHUNK < grid_w ? c0 + GD_ACC_CHUNK : grid_w;
+        const int f1 = c1 < full ? c1 : full;  // [c0, f1): whole cells
+        for (int cx = c0; cx < c1; ++cx) {
+            const int mx = grid_row[2 * cx], my = grid_row[2 * cx + 1], x0 = cx << 3;
+            fast[cx - c0] = cx < full && x0 - mx >= 0 && x0 + 8 - mx <= width && y0 - my >= 0 && y1 - my <= height;
+            offset[cx - c0] = src_prev ? -my * width - mx : -my * 65536 - mx;
+        }
+        if (!src_prev)
+            for (int cx = c0; cx < f1; ++cx)
+                for (int j = 0; j < 8; ++j) pixel_offset[8 * (cx - c0) + j] = fast[cx - c0] ? offset[cx - c0] : 0;
+        for (int y = y0; y < y1; ++y) {
+            gd_i32* __restrict__ out = src_next + y * width;
+            if (src_prev) {
+                const gd_i32* __restrict__ in = src_prev + y * width;
+                for (int cx = c0; cx < c1; ++cx) {
+                    const int x0 = cx << 3;
+                    if (fast[cx - c0]) {
+                        const gd_i32* __restrict__ from = in + x0 + offset[cx - c0];
+                        for (int j = 0; j < 8; ++j) out[x0 + j] = from[j];
+                    } else {
+                        gd_accumulate_run(src_prev, src_next, grid_row[2 * cx], grid_row[2 * cx + 1], x0,
+                                          x0 + 8 < width ? x0 + 8 : width, y, width, height);
+                    }
+                }
+                continue;
+            }
+            // S_0: gd_pack(x - mx, y - my) = gd_pack(x, y) + offset, as x - mx >= 0 and y - my >= 0
+            for (int x = 8 * c0; x < 8 * f1; ++x) out[x] = gd_pack(x, y) + pixel_offset[x - 8 * c0];
+            for (int cx = c0; cx < c1; ++cx) {
+                if (fast[cx - c0]) continue;
+                const int x0 = cx << 3;
+                gd_accumulate_run(src_prev, src_next, grid_row[2 * cx], grid_row[2 * cx + 1], x0,
+                                  x0 + 8 < width ? x0 + 8 : width, y, width, height);
+            }
+        }
+    }
+}
+#endif
+
 extern "C" __global__ void accumulate_step(const gd_i32* __restrict__ src_prev, gd_i32* __restrict__ src_next,
                                            const gd_i16* __restrict__ grid, int grid_w, int cell_shift,
                                            int width, int height) {
     const int cell = 1 << cell_shift;
+#if GD_TILE > 1
+    if (cell == 8) {  // the engine's usual cells
+        for (int y0 = 0; y0 < height; y0 += 8)
+            gd_accumulate_grid_row(src_prev, src_next, grid + 2 * (y0 >> 3) * grid_w, grid_w, y0,
+                                   y0 + 8 < height ? y0 + 8 : height, width, height);
+        return;
+    }
+#endif
     for (int y = blockIdx.y * blockDim.y + threadIdx.y; y < height; y += blockDim.y * gridDim.y) {
         const gd_i16* grid_row = grid + 2 * (y >> cell_shift) * grid_w;
         for (int cx = blockIdx.x * blockDim.x + threadIdx.x; cx < grid_w; cx += blockDim.x * gridDim.x) {

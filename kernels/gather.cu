@@ -104,12 +104,12 @@ extern "C" __global__ void yuv420_to_rgb(const gd_u8* __restrict__ y_plane, int 
 // or any area that moved as one) subtracts the I-frame's pixels where they lie. Elsewhere the I-frame
 // pixels are fetched into the line buffer g first, in groups of 8 (the engine's MV cell): a group
 // with consecutive sources is one contiguous copy, other pixels are fetched one by one. The
-// subtraction is one unit-stride loop over the run either way.
+// subtraction is one unit-stride loop over the run either way. (On the GPU a run is one pixel.)
 GD_HD void gd_residual_run(const gd_i32* __restrict__ s, const gd_u8* __restrict__ f,
                            const gd_u8* __restrict__ iframe_rgb, int width, int height, int n,
                            gd_i16* __restrict__ res) {
     int off = 0;  // 0 iff every s[i] == s[0] + i (an OR reduction: vectorises, where a && chain would not)
-    for (int i = 1; i < n; ++i) off |= s[i] ^ (s[0] + i);
+    for (int i = 0; i < n; ++i) off |= s[i] ^ (s[0] + i);
     if (off == 0) {
         const gd_u8* __restrict__ run = iframe_rgb + 3 * (gd_unpack_y(s[0]) * width + gd_unpack_x(s[0]));
         for (int j = 0; j < 3 * n; ++j) res[j] = (gd_i16)(f[j] - run[j]);
@@ -122,10 +122,17 @@ GD_HD void gd_residual_run(const gd_i32* __restrict__ s, const gd_u8* __restrict
     for (int i0 = 0; i0 < n; i0 += group) {
         const int m = n - i0 < group ? n - i0 : group;
         int group_off = 0;
-        for (int i = 1; i < m; ++i) group_off |= s[i0 + i] ^ (s[i0] + i);
-        if (group_off == 0) {
+        if (m == group)  // a whole group: compile-time length
+            for (int i = 0; i < group; ++i) group_off |= s[i0 + i] ^ (s[i0] + i);
+        else
+            for (int i = 0; i < m; ++i) group_off |= s[i0 + i] ^ (s[i0] + i);
+        const bool contiguous = group_off == 0;
+        if (contiguous) {
             const gd_u8* __restrict__ block = iframe_rgb + at[i0];
-            for (int j = 0; j < 3 * m; ++j) g[3 * i0 + j] = block[j];
+            if (m == group)
+                for (int j = 0; j < 3 * group; ++j) g[3 * i0 + j] = block[j];
+            else
+                for (int j = 0; j < 3 * m; ++j) g[3 * i0 + j] = block[j];
             continue;
         }
         for (int i = i0; i < i0 + m; ++i) {
@@ -147,6 +154,23 @@ GD_HD void gd_residual_run(const gd_i32* __restrict__ s, const gd_u8* __restrict
     for (int j = 0; j < 3 * n; ++j) res[j] = (gd_i16)(f[j] - g[j]);
 }
 
+// accumulated_mv of the n pixels x0 .. x0+n-1 of row y whose sources are s[0 .. n).
+GD_HD void gd_mv_run(const gd_i32* __restrict__ s, int x0, int y, int n, gd_i16* __restrict__ mv) {
+#if GD_TILE > 1
+    // Host: each pixel's (x, y) pair as one 32-bit word (x in the low half: little-endian int16 pairs),
+    // so the loop has no interleaving stores.
+    for (int i = 0; i < n; ++i) {
+        const unsigned int word = ((unsigned int)(y - gd_unpack_y(s[i])) << 16) | ((x0 + i - gd_unpack_x(s[i])) & 0xFFFF);
+        __builtin_memcpy(mv + 2 * i, &word, 4);
+    }
+#else
+    for (int i = 0; i < n; ++i) {
+        mv[2 * i] = (gd_i16)(x0 + i - gd_unpack_x(s[i]));
+        mv[2 * i + 1] = (gd_i16)(y - gd_unpack_y(s[i]));
+    }
+#endif
+}
+
 // One run of gather_mv_residual: pixels x0 .. x0+n-1 of row y (see the kernel below).
 GD_HD void gd_gather_run_n(const gd_i32* __restrict__ src, const gd_u8* __restrict__ iframe_rgb,
                            const gd_u8* __restrict__ y_plane, int y_stride, const gd_u8* __restrict__ u_row,
@@ -158,11 +182,7 @@ GD_HD void gd_gather_run_n(const gd_i32* __restrict__ src, const gd_u8* __restri
     const gd_i32* __restrict__ s = identity;  // S_k of the run
     if (src) s = src + p0;
     else for (int i = 0; i < n; ++i) identity[i] = gd_pack(x0 + i, y);
-    gd_i16* __restrict__ mv = mv_out + 2 * p0;
-    for (int i = 0; i < n; ++i) {
-        mv[2 * i] = (gd_i16)(x0 + i - gd_unpack_x(s[i]));
-        mv[2 * i + 1] = (gd_i16)(y - gd_unpack_y(s[i]));
-    }
+    gd_mv_run(s, x0, y, n, mv_out + 2 * p0);
     if (!residual_out) return;  // MV only: no colour conversion, no I-frame read
     gd_u8 f[3 * GD_TILE];       // F_k of the run, in RGB
     gd_rgb_run(y_plane, y_stride, u_row, v_row, uv_step, x0, y, n, k, f);
@@ -191,6 +211,12 @@ extern "C" __global__ void gather_mv_residual(const gd_i32* __restrict__ src, co
     for (int y = blockIdx.y * blockDim.y + threadIdx.y; y < height; y += blockDim.y * gridDim.y) {
         const gd_u8* __restrict__ u_row = u_plane + (y >> 1) * uv_stride;
         const gd_u8* __restrict__ v_row = v_plane + (y >> 1) * uv_stride;
+#if GD_TILE > 1
+        if (src && !residual_out) {  // host, MV only: the row is one run (nothing to convert or fetch)
+            gd_mv_run(src + y * width, 0, y, width, mv_out + 2 * y * width);
+            continue;
+        }
+#endif
         for (int x0 = (blockIdx.x * blockDim.x + threadIdx.x) * GD_TILE; x0 < width; x0 += blockDim.x * gridDim.x * GD_TILE) {
             const gd_runs runs = gd_row_runs(x0, width);
             for (int r = 0; r < runs.count; ++r)

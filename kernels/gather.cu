@@ -63,11 +63,15 @@ GD_HD void gd_rgb_run_n(const gd_u8* __restrict__ luma, const gd_u8* __restrict_
         g[i] = gd_channel(luma[i], l, ch.g);
         b[i] = gd_channel(luma[i], l, ch.b);
     }
+#if GD_TILE > 1
+    gd_host_interleave_rgb(r, g, b, n, rgb);  // host/shim.h: the same loop, with byte shuffles where the CPU has them
+#else
     for (int i = 0; i < n; ++i) {
         rgb[3 * i] = r[i];
         rgb[3 * i + 1] = g[i];
         rgb[3 * i + 2] = b[i];
     }
+#endif
 }
 
 GD_HD void gd_rgb_run(const gd_u8* __restrict__ y_plane, int y_stride, const gd_u8* __restrict__ u_row,

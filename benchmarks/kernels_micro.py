@@ -1,9 +1,10 @@
 """Each host kernel against a memcpy of the bytes it moves, and YUV->RGB against FFmpeg's swscale.
 
     python -m benchmarks.kernels_micro                       # every ISA build, 340x256 and 1280x720
-    python -m benchmarks.kernels_micro --compare-rev 48f7b02 # also the kernels as of that commit
+    python -m benchmarks.kernels_micro --compare-rev 48f7b02 # also the kernels as of that commit, per ISA
+    python -m benchmarks.kernels_micro --codec mpeg4         # the clip as mpeg4 (the CPU engine's usual)
 
-Inputs are real: a real clip is re-encoded with `gpudecode prepare` (h264, GOP 12) at each size, and
+Inputs are real: a real clip is re-encoded with `gpudecode prepare` (h264 or mpeg4, GOP 12) at each size, and
 its first GOP is decoded with MV export; the kernels then run on its MV lists, its accumulated source
 map at the GOP's last P-frame, its planes and its I-frame. Per frame and kernel the figure is the
 median of ``--repeats`` calls in CPU time of the process (``time.process_time``: on a shared,
@@ -31,7 +32,7 @@ import numpy as np
 
 from benchmarks.common import write_result
 from gpudecode._av import colour_matrix, open_video, yuv420_planes
-from gpudecode._host import ISAS, HostKernels, build_host_library, host_kernels, supported_isas
+from gpudecode._host import BASE_FLAGS, ISAS, HostKernels, build_host_library, host_kernels, supported_isas
 from gpudecode.benchmark import machine_info
 from gpudecode.cpu import motion_vectors
 from gpudecode.kernels import CELL_SHIFT
@@ -43,16 +44,23 @@ SIZES = ((340, 256), (1280, 720))
 clock = time.process_time  # CPU time: waiting for a core does not count
 
 
-def old_library(rev: str, out_dir: Path) -> HostKernels:
-    """The kernels' sources as of git revision ``rev``, built the way that revision built them (-O3)."""
+def old_libraries(rev: str, out_dir: Path, isas: list[str]) -> dict[str, HostKernels]:
+    """The kernels' sources as of git revision ``rev``, built for each of ``isas`` with this checkout's flags
+    (a revision without a source for an instruction set is built for the baseline only)."""
     src = out_dir / f"kernels-{rev}"
     src.mkdir(parents=True, exist_ok=True)
     archive = subprocess.run(["git", "archive", rev, "kernels"], cwd=REPO, capture_output=True, check=True).stdout
     subprocess.run(["tar", "x", "-C", str(src)], input=archive, check=True)
-    lib = out_dir / f"hostkernels-{rev}.so"
-    subprocess.run(["c++", "-O3", "-shared", "-fPIC", "-x", "c++", str(src / "kernels" / "host" / "hostkernels.cpp"),
-                    "-o", str(lib)], check=True)
-    return HostKernels(lib)
+    libs = {}
+    for isa in isas:
+        source, isa_flags, _ = ISAS[isa]
+        if not (src / "kernels" / "host" / source).exists():
+            continue
+        lib = out_dir / f"hostkernels-{rev}-{isa}.so"
+        subprocess.run(["c++", *BASE_FLAGS, *isa_flags, "-shared", "-fPIC", "-x", "c++",
+                        str(src / "kernels" / "host" / source), "-o", str(lib)], check=True)
+        libs[f"rev_{rev}_{isa}"] = HostKernels(lib)
+    return libs
 
 
 def frame_inputs(path: Path, k: HostKernels) -> dict:
@@ -158,7 +166,9 @@ def main(argv=None) -> None:
     ap.add_argument("--work-dir", default="/tmp/gpudecode-bench/kernels_micro")
     ap.add_argument("--clip", default=str(REAL / "v_SoccerJuggling_g23_c01.avi"), help="real clip to re-encode")
     ap.add_argument("--repeats", type=int, default=101)
-    ap.add_argument("--compare-rev", default=None, help="also time the kernels as of this git revision")
+    ap.add_argument("--compare-rev", default=None, help="also time the kernels as of this git revision (each ISA)")
+    ap.add_argument("--codec", default="h264", choices=["h264", "mpeg4"],
+                    help="codec the clip is re-encoded with (the CPU engine's usual clips are mpeg4)")
     ap.add_argument("--output", default=None)
     args = ap.parse_args(argv)
 
@@ -171,13 +181,13 @@ def main(argv=None) -> None:
         for isa in supported_isas():
             libs[isa] = HostKernels(build_host_library(Path(tmp) / f"hostkernels-{isa}.so", isa=isa))
         if args.compare_rev:
-            libs[f"rev_{args.compare_rev}"] = old_library(args.compare_rev, Path(tmp))
+            libs |= old_libraries(args.compare_rev, Path(tmp), list(libs))
         loaded = host_kernels()
         print(f"libraries: {', '.join(libs)}; the engine loads {loaded.isa} ({loaded.path})")
         results = {}
         for w, h in SIZES:
-            dst = work / f"{w}x{h}"
-            prepare_videos([args.clip], dst, codec="h264", gop=12, size=(w, h), workers=1, progress=False)
+            dst = work / args.codec / f"{w}x{h}"
+            prepare_videos([args.clip], dst, codec=args.codec, gop=12, size=(w, h), workers=1, progress=False)
             clip = next(dst.rglob("*.mp4"))
             inputs = frame_inputs(clip, libs["baseline"])
             r = measure(inputs, libs, args.repeats)
@@ -190,7 +200,8 @@ def main(argv=None) -> None:
                     continue
                 print(f"  {name:20s} memcpy {row['memcpy_us']:7.1f}  " + "  ".join(
                     f"{lib} {row[f'{lib}_us']:8.1f} (x{row[f'{lib}_over_memcpy']:.1f})" for lib in libs))
-    payload = {"repeats": args.repeats, "clock": "process CPU time (time.process_time), median", "clip": Path(args.clip).name, "libraries": list(libs),
+    payload = {"repeats": args.repeats, "clock": "process CPU time (time.process_time), median", "clip": Path(args.clip).name,
+               "codec": args.codec, "compare_rev": args.compare_rev, "libraries": list(libs),
                "engine_loads": loaded.isa, "available_isas": list(ISAS), "sizes": results}
     path = write_result("kernels_micro", payload, args.output, machine=machine)
     print(f"wrote {path}")

@@ -176,9 +176,9 @@ GD_HD void gd_residual_run(const gd_i32* __restrict__ s, const gd_u8* __restrict
 
 // accumulated_mv of the n pixels x0 .. x0+n-1 of row y whose sources are s[0 .. n).
 GD_HD void gd_mv_run(const gd_i32* __restrict__ s, int x0, int y, int n, gd_i16* __restrict__ mv) {
-#if GD_TILE > 1
-    // Host: each pixel's (x, y) pair as one 32-bit word (x in the low half: little-endian int16 pairs),
-    // so the loop has no interleaving stores.
+#if GD_TILE > 1 && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    // Host: each pixel's (x, y) pair as one 32-bit word (x in the low half: the int16 pair's layout on a
+    // little-endian CPU), so the loop has no interleaving stores.
     for (int i = 0; i < n; ++i) {
         const unsigned int word = ((unsigned int)(y - gd_unpack_y(s[i])) << 16) | ((x0 + i - gd_unpack_x(s[i])) & 0xFFFF);
         __builtin_memcpy(mv + 2 * i, &word, 4);

@@ -9,7 +9,8 @@ its first GOP is decoded with MV export; the kernels then run on its MV lists, i
 map at the GOP's last P-frame, its planes and its I-frame. Per frame and kernel the figure is the
 median of ``--repeats`` calls in CPU time of the process (``time.process_time``: on a shared,
 overloaded machine a wall clock also counts the time spent waiting for a core; the CPU time of all
-threads counts what swscale's worker threads do too), ctypes call included (about 1 us), next to:
+threads counts what swscale's worker threads do too), the ctypes call included (about 1 us: the
+kernels are called through their raw ctypes functions with the pointers worked out once), next to:
 - memcpy: ``np.copyto`` of N bytes, where N is half the bytes the kernel reads plus writes (a memcpy
   of N bytes reads N and writes N), i.e. the same memory traffic done by the C library;
 - swscale (YUV->RGB only): PyAV ``frame.reformat(format="rgb24", threads=1)`` and
@@ -115,13 +116,20 @@ def measure(inputs: dict, libs: dict[str, HostKernels], repeats: int) -> dict:
                "yuv420_to_rgb": (3 * w * h // 2, 3 * w * h),
                "gather_mv_residual": (4 * w * h + 3 * w * h // 2 + 3 * w * h, 4 * w * h + 6 * w * h),
                "gather_mv_only": (4 * w * h, 4 * w * h)}
+    # The raw ctypes functions with the pointers worked out once: the typed wrappers' NumPy pointer
+    # lookups cost about 5 us a call (measured), more than the smallest kernels.
+    P = lambda a: a.ctypes.data  # noqa: E731
+    src, src_prev, iframe = inputs["src"], inputs["src_prev"], inputs["iframe"]
+    yuv = (P(y), y.strides[0], P(u), P(v), u.strides[0], u.strides[1])
     calls = {
-        "rasterize_mv": lambda k: k.rasterize_mv(mvs, scratch_grid, CELL_SHIFT),
-        "accumulate_step": lambda k: k.accumulate_step(inputs["src_prev"], nxt, grid, CELL_SHIFT),
-        "yuv420_to_rgb": lambda k: k.yuv420_to_rgb(y, u, v, m, out_rgb),
-        "gather_mv_residual": lambda k: k.gather_mv_residual(inputs["src"], inputs["iframe"], y, u, v, m, mv, res),
-        "gather_mv_only": lambda k: k.gather_mv_residual(inputs["src"], None, None, None, None, m, mv, None),
+        "rasterize_mv": lambda k: k._rasterize_mv(P_mvs, len(mvs), gw, gh, CELL_SHIFT, P_scratch, k.flag_ptr),
+        "accumulate_step": lambda k: k._accumulate_step(P_prev, P_nxt, P_grid, gw, CELL_SHIFT, w, h),
+        "yuv420_to_rgb": lambda k: k._yuv420_to_rgb(*yuv, w, h, m, P_rgb),
+        "gather_mv_residual": lambda k: k._gather_mv_residual(P_src, P_iframe, *yuv, w, h, m, P_mv, P_res),
+        "gather_mv_only": lambda k: k._gather_mv_residual(P_src, None, None, 0, None, None, 0, 1, w, h, m, P_mv, None),
     }
+    P_mvs, P_scratch, P_prev, P_nxt, P_grid = P(mvs), P(scratch_grid), P(src_prev), P(nxt), P(grid)
+    P_rgb, P_src, P_iframe, P_mv, P_res = P(out_rgb), P(src), P(iframe), P(mv), P(res)
     rows = {}
     for name, call in calls.items():
         read, write = traffic[name]

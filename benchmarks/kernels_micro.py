@@ -1,14 +1,16 @@
 """Each host kernel against a memcpy of the bytes it moves, and YUV->RGB against FFmpeg's swscale.
 
     python -m benchmarks.kernels_micro                       # every ISA build, 340x256 and 1280x720
-    python -m benchmarks.kernels_micro --compare-rev 48f7b02 # also the kernels as of that commit
+    python -m benchmarks.kernels_micro --compare-rev 48f7b02 # also the kernels as of that commit, per ISA
+    python -m benchmarks.kernels_micro --codec mpeg4         # the clip as mpeg4 (the CPU engine's usual)
 
-Inputs are real: a real clip is re-encoded with `gpudecode prepare` (h264, GOP 12) at each size, and
+Inputs are real: a real clip is re-encoded with `gpudecode prepare` (h264 or mpeg4, GOP 12) at each size, and
 its first GOP is decoded with MV export; the kernels then run on its MV lists, its accumulated source
 map at the GOP's last P-frame, its planes and its I-frame. Per frame and kernel the figure is the
 median of ``--repeats`` calls in CPU time of the process (``time.process_time``: on a shared,
 overloaded machine a wall clock also counts the time spent waiting for a core; the CPU time of all
-threads counts what swscale's worker threads do too), ctypes call included (about 1 us), next to:
+threads counts what swscale's worker threads do too), the ctypes call included (about 1 us: the
+kernels are called through their raw ctypes functions with the pointers worked out once), next to:
 - memcpy: ``np.copyto`` of N bytes, where N is half the bytes the kernel reads plus writes (a memcpy
   of N bytes reads N and writes N), i.e. the same memory traffic done by the C library;
 - swscale (YUV->RGB only): PyAV ``frame.reformat(format="rgb24", threads=1)`` and
@@ -31,7 +33,7 @@ import numpy as np
 
 from benchmarks.common import write_result
 from gpudecode._av import colour_matrix, open_video, yuv420_planes
-from gpudecode._host import ISAS, HostKernels, build_host_library, host_kernels, supported_isas
+from gpudecode._host import BASE_FLAGS, ISAS, HostKernels, build_host_library, host_kernels, supported_isas
 from gpudecode.benchmark import machine_info
 from gpudecode.cpu import motion_vectors
 from gpudecode.kernels import CELL_SHIFT
@@ -43,16 +45,23 @@ SIZES = ((340, 256), (1280, 720))
 clock = time.process_time  # CPU time: waiting for a core does not count
 
 
-def old_library(rev: str, out_dir: Path) -> HostKernels:
-    """The kernels' sources as of git revision ``rev``, built the way that revision built them (-O3)."""
+def old_libraries(rev: str, out_dir: Path, isas: list[str]) -> dict[str, HostKernels]:
+    """The kernels' sources as of git revision ``rev``, built for each of ``isas`` with this checkout's flags
+    (a revision without a source for an instruction set is built for the baseline only)."""
     src = out_dir / f"kernels-{rev}"
     src.mkdir(parents=True, exist_ok=True)
     archive = subprocess.run(["git", "archive", rev, "kernels"], cwd=REPO, capture_output=True, check=True).stdout
     subprocess.run(["tar", "x", "-C", str(src)], input=archive, check=True)
-    lib = out_dir / f"hostkernels-{rev}.so"
-    subprocess.run(["c++", "-O3", "-shared", "-fPIC", "-x", "c++", str(src / "kernels" / "host" / "hostkernels.cpp"),
-                    "-o", str(lib)], check=True)
-    return HostKernels(lib)
+    libs = {}
+    for isa in isas:
+        source, isa_flags, _ = ISAS[isa]
+        if not (src / "kernels" / "host" / source).exists():
+            continue
+        lib = out_dir / f"hostkernels-{rev}-{isa}.so"
+        subprocess.run(["c++", *BASE_FLAGS, *isa_flags, "-shared", "-fPIC", "-x", "c++",
+                        str(src / "kernels" / "host" / source), "-o", str(lib)], check=True)
+        libs[f"rev_{rev}_{isa}"] = HostKernels(lib)
+    return libs
 
 
 def frame_inputs(path: Path, k: HostKernels) -> dict:
@@ -107,13 +116,20 @@ def measure(inputs: dict, libs: dict[str, HostKernels], repeats: int) -> dict:
                "yuv420_to_rgb": (3 * w * h // 2, 3 * w * h),
                "gather_mv_residual": (4 * w * h + 3 * w * h // 2 + 3 * w * h, 4 * w * h + 6 * w * h),
                "gather_mv_only": (4 * w * h, 4 * w * h)}
+    # The raw ctypes functions with the pointers worked out once: the typed wrappers' NumPy pointer
+    # lookups cost about 5 us a call (measured), more than the smallest kernels.
+    P = lambda a: a.ctypes.data  # noqa: E731
+    src, src_prev, iframe = inputs["src"], inputs["src_prev"], inputs["iframe"]
+    yuv = (P(y), y.strides[0], P(u), P(v), u.strides[0], u.strides[1])
     calls = {
-        "rasterize_mv": lambda k: k.rasterize_mv(mvs, scratch_grid, CELL_SHIFT),
-        "accumulate_step": lambda k: k.accumulate_step(inputs["src_prev"], nxt, grid, CELL_SHIFT),
-        "yuv420_to_rgb": lambda k: k.yuv420_to_rgb(y, u, v, m, out_rgb),
-        "gather_mv_residual": lambda k: k.gather_mv_residual(inputs["src"], inputs["iframe"], y, u, v, m, mv, res),
-        "gather_mv_only": lambda k: k.gather_mv_residual(inputs["src"], None, None, None, None, m, mv, None),
+        "rasterize_mv": lambda k: k._rasterize_mv(P_mvs, len(mvs), gw, gh, CELL_SHIFT, P_scratch, k.flag_ptr),
+        "accumulate_step": lambda k: k._accumulate_step(P_prev, P_nxt, P_grid, gw, CELL_SHIFT, w, h),
+        "yuv420_to_rgb": lambda k: k._yuv420_to_rgb(*yuv, w, h, m, P_rgb),
+        "gather_mv_residual": lambda k: k._gather_mv_residual(P_src, P_iframe, *yuv, w, h, m, P_mv, P_res),
+        "gather_mv_only": lambda k: k._gather_mv_residual(P_src, None, None, 0, None, None, 0, 1, w, h, m, P_mv, None),
     }
+    P_mvs, P_scratch, P_prev, P_nxt, P_grid = P(mvs), P(scratch_grid), P(src_prev), P(nxt), P(grid)
+    P_rgb, P_src, P_iframe, P_mv, P_res = P(out_rgb), P(src), P(iframe), P(mv), P(res)
     rows = {}
     for name, call in calls.items():
         read, write = traffic[name]
@@ -158,7 +174,9 @@ def main(argv=None) -> None:
     ap.add_argument("--work-dir", default="/tmp/gpudecode-bench/kernels_micro")
     ap.add_argument("--clip", default=str(REAL / "v_SoccerJuggling_g23_c01.avi"), help="real clip to re-encode")
     ap.add_argument("--repeats", type=int, default=101)
-    ap.add_argument("--compare-rev", default=None, help="also time the kernels as of this git revision")
+    ap.add_argument("--compare-rev", default=None, help="also time the kernels as of this git revision (each ISA)")
+    ap.add_argument("--codec", default="h264", choices=["h264", "mpeg4"],
+                    help="codec the clip is re-encoded with (the CPU engine's usual clips are mpeg4)")
     ap.add_argument("--output", default=None)
     args = ap.parse_args(argv)
 
@@ -171,13 +189,13 @@ def main(argv=None) -> None:
         for isa in supported_isas():
             libs[isa] = HostKernels(build_host_library(Path(tmp) / f"hostkernels-{isa}.so", isa=isa))
         if args.compare_rev:
-            libs[f"rev_{args.compare_rev}"] = old_library(args.compare_rev, Path(tmp))
+            libs |= old_libraries(args.compare_rev, Path(tmp), list(libs))
         loaded = host_kernels()
         print(f"libraries: {', '.join(libs)}; the engine loads {loaded.isa} ({loaded.path})")
         results = {}
         for w, h in SIZES:
-            dst = work / f"{w}x{h}"
-            prepare_videos([args.clip], dst, codec="h264", gop=12, size=(w, h), workers=1, progress=False)
+            dst = work / args.codec / f"{w}x{h}"
+            prepare_videos([args.clip], dst, codec=args.codec, gop=12, size=(w, h), workers=1, progress=False)
             clip = next(dst.rglob("*.mp4"))
             inputs = frame_inputs(clip, libs["baseline"])
             r = measure(inputs, libs, args.repeats)
@@ -190,7 +208,8 @@ def main(argv=None) -> None:
                     continue
                 print(f"  {name:20s} memcpy {row['memcpy_us']:7.1f}  " + "  ".join(
                     f"{lib} {row[f'{lib}_us']:8.1f} (x{row[f'{lib}_over_memcpy']:.1f})" for lib in libs))
-    payload = {"repeats": args.repeats, "clock": "process CPU time (time.process_time), median", "clip": Path(args.clip).name, "libraries": list(libs),
+    payload = {"repeats": args.repeats, "clock": "process CPU time (time.process_time), median", "clip": Path(args.clip).name,
+               "codec": args.codec, "compare_rev": args.compare_rev, "libraries": list(libs),
                "engine_loads": loaded.isa, "available_isas": list(ISAS), "sizes": results}
     path = write_result("kernels_micro", payload, args.output, machine=machine)
     print(f"wrote {path}")

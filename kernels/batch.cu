@@ -72,12 +72,8 @@ extern "C" __global__ void batch_rasterize_mv(const gd_motion_vector* __restrict
 // RGB of pixel (x, y) of a 4:2:0 frame given by its planes.
 GD_HD void gd_pixel_rgb(const gd_u8* y_plane, int y_stride, const gd_u8* u_plane, const gd_u8* v_plane,
                         int uv_stride, int uv_step, int x, int y, const gd_yuv_coeffs& k, gd_u8* rgb) {
-    const int c = k.scale * (y_plane[y * y_stride + x] - k.offset) + 128;
     const int uv = (y >> 1) * uv_stride + (x >> 1) * uv_step;
-    const gd_chroma ch = gd_chroma_terms(u_plane[uv], v_plane[uv], k);
-    rgb[0] = (gd_u8)gd_clamp255((c + ch.r) >> 8);
-    rgb[1] = (gd_u8)gd_clamp255((c + ch.g) >> 8);
-    rgb[2] = (gd_u8)gd_clamp255((c + ch.b) >> 8);
+    gd_pixel_from_terms(y_plane[y * y_stride + x], k, gd_chroma_terms(u_plane[uv], v_plane[uv], k), rgb);
 }
 
 extern "C" __global__ void batch_trace_gather(const gd_i64* __restrict__ segs, int num_segments,

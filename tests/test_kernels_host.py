@@ -91,7 +91,8 @@ def test_rasterize_flags_blocks_off_the_grid(k):
     assert k.rasterize_mv(mvs, grid, 3)
 
 
-@pytest.mark.parametrize("size", [(340, 256), (322, 242), (33, 17)])
+# 2100: wider than the host's chunk of 256 cells per grid row
+@pytest.mark.parametrize("size", [(340, 256), (322, 242), (33, 17), (2100, 11)])
 @pytest.mark.parametrize("cell_shift", [0, 3])
 def test_accumulation_chain_matches_twin(k, size, cell_shift):
     rng = np.random.default_rng(7)
@@ -150,7 +151,8 @@ def random_planes(rng, width, height, pad=16):
     return y, u, v
 
 
-@pytest.mark.parametrize("size", [(340, 256), (321, 241), (5, 3)])
+# 343: a row's short last run has an odd length (the host redoes it as a whole run plus one pixel)
+@pytest.mark.parametrize("size", [(340, 256), (321, 241), (343, 9), (5, 3)])
 @pytest.mark.parametrize("matrix", [0, 1, 2, 3])
 def test_yuv420_to_rgb_matches_twin(k, size, matrix):
     rng = np.random.default_rng(matrix)
@@ -159,6 +161,69 @@ def test_yuv420_to_rgb_matches_twin(k, size, matrix):
     out = np.empty((height, width, 3), np.uint8)
     k.yuv420_to_rgb(y, u, v, matrix, out)
     np.testing.assert_array_equal(out, ref.yuv420_to_rgb(y, u, v, width, height, matrix))
+
+
+@pytest.mark.parametrize("matrix", [0, 1, 2, 3])
+def test_yuv420_to_rgb_every_chroma_pair(k, matrix):
+    """All 65536 (U, V) pairs (the 16-bit chroma split depends on them alone), each under four lumas."""
+    rng = np.random.default_rng(matrix)
+    u, v = (a.astype(np.uint8) for a in np.meshgrid(np.arange(256), np.arange(256), indexing="ij"))
+    y = rng.integers(0, 256, (512, 512), dtype=np.uint8)
+    y[:2, :2] = [[0, 255], [16, 235]]  # the range ends at the (U, V) = (0, 0) sample
+    out = np.empty((512, 512, 3), np.uint8)
+    k.yuv420_to_rgb(y, u, v, matrix, out)
+    np.testing.assert_array_equal(out, ref.yuv420_to_rgb(y, u, v, 512, 512, matrix))
+
+
+_EXHAUSTIVE = r"""
+#include <stdio.h>
+#include "host/shim.h"
+#include "common.cuh"
+static const int M[4][6] = {MATRICES};
+static int clamp(int v) { return v < 0 ? 0 : (v > 255 ? 255 : v); }
+int main(void) {
+    long bad = 0;
+    for (int m = 0; m < 4; ++m) {
+        const gd_yuv_coeffs k = gd_yuv_matrix(m);
+        const int scale = M[m][0], offset = M[m][1], cr_r = M[m][2], cb_g = M[m][3], cr_g = M[m][4], cb_b = M[m][5];
+        for (int u = 0; u < 256; ++u)
+            for (int v = 0; v < 256; ++v) {
+                const gd_chroma ch = gd_chroma_terms(u, v, k);
+                const int d = u - 128, e = v - 128;
+                for (int y = 0; y < 256; ++y) {
+                    gd_u8 rgb[3];
+                    gd_pixel_from_terms(y, k, ch, rgb);
+                    const int c = scale * (y - offset);  /* the twin's formula (reference.yuv_to_rgb) */
+                    bad += rgb[0] != clamp((c + cr_r * e + 128) >> 8);
+                    bad += rgb[1] != clamp((c - cb_g * d - cr_g * e + 128) >> 8);
+                    bad += rgb[2] != clamp((c + cb_b * d + 128) >> 8);
+                }
+            }
+    }
+    printf("%ld\n", bad);
+    return 0;
+}
+"""
+
+
+def test_yuv_arithmetic_is_exact_for_every_input(tmp_path):
+    """The kernels' 16-bit form of the conversion (common.cuh) equals the twin's 8.8 formula for all
+    2^24 (Y, U, V) of every matrix: an identity, checked exhaustively in C (about a second)."""
+    import shutil
+    import subprocess
+
+    from gpudecode.kernels import KERNEL_DIR
+
+    cxx = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+    if cxx is None:
+        pytest.skip("no C++ compiler")
+    matrices = ", ".join("{" + ", ".join(map(str, ref.YUV_MATRICES[m])) + "}" for m in range(4))
+    src = tmp_path / "exhaustive.cpp"
+    src.write_text(_EXHAUSTIVE.replace("MATRICES", matrices))
+    exe = tmp_path / "exhaustive"
+    subprocess.run([cxx, "-O2", "-I", str(KERNEL_DIR), str(src), "-o", str(exe)], check=True, capture_output=True)
+    out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "0", f"{out.strip()} channel values differ from the twin's formula"
 
 
 def nv12_views(rng, width, height):
@@ -182,7 +247,7 @@ def test_nv12_input_matches_twin(k, size):
     np.testing.assert_array_equal(res, ref.gather_mv_residual(None, iframe, y, u, v, width, height, 1)[1])
 
 
-@pytest.mark.parametrize("size", [(340, 256), (321, 241)])
+@pytest.mark.parametrize("size", [(340, 256), (321, 241), (343, 9)])
 @pytest.mark.parametrize("identity", [False, True])
 def test_gather_matches_twin(k, size, identity):
     rng = np.random.default_rng(3)

@@ -70,14 +70,19 @@ def expand_videos(items: Sequence[str]) -> list[Path]:
 
 def cmd_inspect(args) -> int:
     from gpudecode.errors import GpudecodeError
-    from gpudecode.index import index_video
+    from gpudecode.index import index_videos
 
+    paths = expand_videos(args.videos)
+    # In worker processes, like `gpudecode index`: a file that crashes the decoder is reported as such
+    # ("crashed the decoder (SIGSEGV)") and the other files are still inspected.
+    results = index_videos(paths, workers=min(len(paths), os.cpu_count() or 1) or 1, cache=not args.no_cache,
+                           progress=len(paths) > 20 and not args.json)
     bad = 0
     reports = []
-    for path in expand_videos(args.videos):
-        try:
-            ix = index_video(path, cache=not args.no_cache)
-        except GpudecodeError as e:
+    for path in paths:
+        ix = results[str(path)]
+        if isinstance(ix, GpudecodeError):
+            e = ix
             bad += 1
             reports.append({"path": str(path), "readable": False, "error": type(e).__name__, "message": str(e)})
             if not args.json:

@@ -81,6 +81,15 @@ def test_prepare_survives_a_crashing_file(clips, tmp_path, monkeypatch):
 
 
 # -- training: a loader worker that dies --------------------------------------------------------------------
+def test_inspect_reports_a_crashing_file_and_goes_on(clips, tmp_path, monkeypatch, capsys):
+    # inspect used to index in its own process: a decoder crash ended the command with a stack dump
+    monkeypatch.setenv(TEST_CRASH_ENV, CRASH)
+    assert cli_main(["inspect", "--no-cache", *map(str, clips)]) == 1
+    out = capsys.readouterr().out
+    assert f"{clips[1]}: cannot be read: {clips[1]}: crashed the decoder (SIGSEGV)" in out
+    assert all(f"{c}: mpeg4 64x48" in out for c in clips if c != clips[1])
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """Its own set: the crash tests mark videos bad in the index cache, which the shared set must not see."""

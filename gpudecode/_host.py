@@ -44,6 +44,8 @@ _SIGNATURES = {
 #: Host-only glue in hostkernels.cpp (not kernels): name -> (argtypes, restype).
 _HOST_SIGNATURES = {
     "gd_host_p_frame": ([_P, _I, _P, _I, _I, _I, _P, _P, _P, _I, _I], _I),
+    "gd_host_pack_i420": ([_P, _I, _P, _P, _I, _I, _I, _P], None),
+    "gd_host_append_mvs": ([_P, _I, _P, _I], _I),
 }
 _SOURCE_FILES = ("common.cuh", *CUDA_SOURCES, "host/shim.h", "host/hostkernels.cpp", "host/hostkernels_avx2.cpp")
 

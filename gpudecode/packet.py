@@ -21,9 +21,9 @@ from typing import Iterable, Literal, Sequence
 
 import numpy as np
 
-from gpudecode._av import yuv420_planes
+from gpudecode._av import motion_vector_buffer, yuv420_addresses
+from gpudecode._host import host_kernels
 from gpudecode.buffers import BufferPool
-from gpudecode.cpu import motion_vectors
 from gpudecode.gopreader import GopReader
 from gpudecode.index import GopIndex
 from gpudecode.kernels import CELL_SHIFT
@@ -159,8 +159,18 @@ class CpuStage:
         self.threads = threads
         #: cumulative seconds per stage and clips done
         self.stats: dict[str, float] = defaultdict(float)
-        #: the planes' host memory, reused once the caller drops a packet (gpudecode.buffers)
-        self.pool = BufferPool()
+        #: the packets' host memory (planes, MV records), reused once the caller drops a packet
+        #: (gpudecode.buffers): two buffers a packet, two packets in flight
+        self.pool = BufferPool(max_buffers=4)
+        self.kernels = host_kernels()
+        self._records_capacity = 1 << 20  # bytes; grows to the largest clip seen
+
+    def _grown(self, records: np.ndarray, used: int, needed: int) -> np.ndarray:
+        """A larger records buffer holding the ``used`` bytes of ``records``."""
+        self._records_capacity = max(2 * records.nbytes, needed)
+        bigger = self.pool.take(self._records_capacity)
+        bigger[:used] = records[:used]
+        return bigger
 
     def __call__(self, index: GopIndex, picks: Sequence[tuple[int, int]], *,
                  modalities: Iterable[str] = MODALITIES) -> ClipPacket:
@@ -185,8 +195,14 @@ class CpuStage:
         y_bytes, uv_bytes, cw = i420_layout(w, h)
         frame_bytes = y_bytes + 2 * uv_bytes
         yuv = self.pool.take(len(keys) * frame_bytes if upload else 0)
+        # The MV records are appended to one buffer as they are read; it grows (rarely) by doubling.
+        records = self.pool.take(self._records_capacity)
+        used = 0
 
-        records, counts, first_of_gop = [], [0], {}
+        # Addresses (ints) go to C: no NumPy view per frame (see gpudecode.cpu).
+        pack, append = self.kernels.raw.gd_host_pack_i420, self.kernels.raw.gd_host_append_mvs
+        yuv_ptr, records_ptr = yuv.ctypes.data, records.ctypes.data
+        counts, shifts, first_of_gop = [0], [], {}
         clock = time.perf_counter
         t_start = clock()
         t_mv = t_copy = 0.0
@@ -196,23 +212,26 @@ class CpuStage:
                 for pos, frame in reader.frames(gop, max(at) if chain else 0):
                     t0 = clock()
                     if pos > 0:
-                        mvs = motion_vectors(frame)
-                        records.append(mvs.view(np.uint8).reshape(-1).copy())  # a copy: the frame is released now
-                        counts.append(len(mvs))
+                        address, count, owner = motion_vector_buffer(frame)
+                        nbytes = count * MV_RECORD_BYTES
+                        if used + nbytes > records.nbytes:
+                            records = self._grown(records, used, used + nbytes)
+                            records_ptr = records.ctypes.data
+                        # a copy (the frame is released now) and the frame's grid cell shift
+                        shifts.append(append(address or None, count, records_ptr + used, CELL_SHIFT))
+                        used += nbytes
+                        counts.append(count)
                     t1 = clock()
                     t_mv += t1 - t0
                     slot = slot_of.get((gop, pos))
                     if upload and slot is not None:
-                        py, pu, pv = yuv420_planes(frame)
-                        base = slot * frame_bytes
-                        yuv[base:base + y_bytes].reshape(h, w)[...] = py[:h, :w]
-                        yuv[base + y_bytes:base + y_bytes + uv_bytes].reshape(-1, cw)[...] = pu[:, :cw]
-                        yuv[base + y_bytes + uv_bytes:base + frame_bytes].reshape(-1, cw)[...] = pv[:, :cw]
+                        (y, ys, u, v, uvs), owner = yuv420_addresses(frame)
+                        pack(y, ys, u, v, uvs, w, h, yuv_ptr + slot * frame_bytes)
                     t_copy += clock() - t1
         t0 = clock()
-        mv_records = np.concatenate(records) if records else np.zeros(0, np.uint8)
+        mv_records = records[:used]
         mv_offsets = np.cumsum(counts, dtype=np.int64)
-        shifts = grid_cell_shifts(mv_records, mv_offsets)
+        cell_shifts = np.array(shifts, np.int32)  # what grid_cell_shifts(mv_records, mv_offsets) gives
         t_mv += clock() - t0
         t = len(picks)
         gops = np.array([g for g, _ in picks], np.int64)
@@ -233,7 +252,7 @@ class CpuStage:
         return ClipPacket(
             path=index.path, width=w, height=h, colour_matrix=index.colour_matrix, modalities=mods, pixels=self.pixels,
             gops=gops, positions=positions, chain_len=chain_len,
-            mv_records=mv_records, mv_offsets=mv_offsets, cell_shifts=shifts,
+            mv_records=mv_records, mv_offsets=mv_offsets, cell_shifts=cell_shifts,
             chain_first=np.array([first_of_gop[g] if chain else 0 for g in gops], np.int32),
             frame_keys=np.array(keys, np.int32).reshape(-1, 2), iframe_slot=iframe_slot, frame_slot=frame_slot,
             yuv=yuv, frame_indices=np.array([index.gop_starts[g] + p for g, p in keys], np.int64), stats=stats)

@@ -15,7 +15,7 @@ from gpudecode.executor import HostExecutor
 from gpudecode.gpu import GpuBackend
 from gpudecode.kernels import reference as ref
 from gpudecode.kernels import reference_batch as twin
-from gpudecode.packet import ClipPacket, CpuStage, cell_shift_for, i420_layout
+from gpudecode.packet import ClipPacket, CpuStage, cell_shift_for, grid_cell_shifts, i420_layout
 from gpudecode.stage import GpuStage
 from tests import media
 from tests.test_kernels_host import random_blocks
@@ -57,6 +57,7 @@ def assert_batch_equals_cpu(batch, indexes, picks_list, modalities=("iframe", "m
 def test_gpu_stage_equals_cpu_backend_on_a_mixed_batch(clips):
     """Clips of different sizes and codecs in one batch; train picks include position 0 (one-frame GOP)."""
     stage = CpuStage()
+    stage._records_capacity = 100  # the MV records buffer grows several times within a clip
     picks = [sample_gops(ix.gop_lengths, 8, mode="train", rng=i) for i, ix in enumerate(clips)]
     ex = HostExecutor()
     batch = GpuStage(ex)([stage(ix, p) for ix, p in zip(clips, picks)])
@@ -70,7 +71,10 @@ def test_gpu_stage_equals_cpu_backend_on_real_clips(real_dir, name):
     ix = index_video(real_dir / name, cache=False)
     picks = [sample_gops(ix.gop_lengths, 8, mode=mode, rng=3) for mode in ("train", "test")]
     stage = CpuStage()
-    batch = GpuStage(HostExecutor())([stage(ix, p) for p in picks])
+    packets = [stage(ix, p) for p in picks]
+    for packet in packets:  # decided per frame in C as the records are copied: as a pass over them decides
+        np.testing.assert_array_equal(packet.cell_shifts, grid_cell_shifts(packet.mv_records, packet.mv_offsets))
+    batch = GpuStage(HostExecutor())(packets)
     assert_batch_equals_cpu(batch, [ix, ix], picks)
 
 
@@ -317,9 +321,20 @@ def test_cell_shifts_of_a_whole_clip_in_one_pass():
     rng = np.random.default_rng(9)
     frames = [random_blocks(rng, 96, 64, misaligned=m) for m in (False, True, False, True, False)]
     frames.insert(2, frames[0][:0])  # a P-frame with no MV records
-    from gpudecode.packet import grid_cell_shifts
 
     records = np.concatenate([f.view(np.uint8).reshape(-1) for f in frames])
     offsets = np.cumsum([0] + [len(f) for f in frames])
     want = [0 if ref.rasterize_mv(f, 96, 64, 3)[1] else 3 for f in frames]
     assert grid_cell_shifts(records, offsets).tolist() == want and 0 in want and 3 in want
+    # the CPU stage's per-frame C glue (copy + the same decision while the records are in cache)
+    from gpudecode._host import host_kernels
+
+    append = host_kernels().raw.gd_host_append_mvs
+    out = np.zeros(len(records) + 1, np.uint8)
+    got, at = [], 0
+    for f in frames:
+        f = np.ascontiguousarray(f)
+        got.append(append(f.ctypes.data if len(f) else None, len(f), out.ctypes.data + at, 3))
+        at += f.nbytes
+    assert got == want
+    assert out[:-1].tobytes() == records.tobytes() and out[-1] == 0  # copied exactly, nothing past the end

@@ -35,6 +35,40 @@ extern "C" int gd_host_p_frame(const gd_motion_vector* mvs, int num_mvs, gd_i16*
     return cell_shift;
 }
 
+// Host glue for the GPU path's CPU stage (gpudecode/packet.py), not a kernel: a decoded 4:2:0 frame's
+// planes (rows padded to their strides) into one tightly packed I420 slot of the packet, in one call
+// instead of three NumPy views and three strided copies per frame. Chroma is (width+1)/2 x (height+1)/2.
+extern "C" void gd_host_pack_i420(const gd_u8* y, int y_stride, const gd_u8* u, const gd_u8* v, int uv_stride,
+                                  int width, int height, gd_u8* dst) {
+    for (int r = 0; r < height; ++r) memcpy(dst + (size_t)r * width, y + (size_t)r * y_stride, width);
+    const int cw = (width + 1) / 2, ch = (height + 1) / 2;
+    gd_u8* du = dst + (size_t)width * height;
+    gd_u8* dv = du + (size_t)cw * ch;
+    for (int r = 0; r < ch; ++r) {
+        memcpy(du + (size_t)r * cw, u + (size_t)r * uv_stride, cw);
+        memcpy(dv + (size_t)r * cw, v + (size_t)r * uv_stride, cw);
+    }
+}
+
+// Host glue for the CPU stage: append one P-frame's MV records to the packet's buffer and return the
+// cell shift the GPU stage may rasterise them with: cell_shift if every past-referencing block sits on
+// that grid, else 0 (1-pixel cells). The rule is rasterize_mv's *misaligned test (mv.cu), so the host
+// decides what the GPU would find; checked while the records are in cache (a NumPy pass over a
+// clip's records afterwards costs ~1 ms of memory traffic).
+extern "C" int gd_host_append_mvs(const gd_motion_vector* mvs, int num_mvs, gd_u8* dst, int cell_shift) {
+    if (num_mvs <= 0) return cell_shift;
+    memcpy(dst, mvs, sizeof(gd_motion_vector) * (size_t)num_mvs);
+    const int cell_mask = (1 << cell_shift) - 1;
+    int off_grid = 0;
+    for (int i = 0; i < num_mvs; ++i) {
+        const gd_motion_vector& m = mvs[i];
+        if (m.source >= 0) continue;  // only references into the past are rasterised
+        const int x0 = m.dst_x - m.w / 2, y0 = m.dst_y - m.h / 2;
+        off_grid |= (x0 | y0 | m.w | m.h) & cell_mask;
+    }
+    return off_grid ? 0 : cell_shift;
+}
+
 // Which sources this library was built from (see gpudecode/_host.py): a library built from older
 // sources is never called with newer signatures.
 #ifndef GD_SOURCES_DIGEST

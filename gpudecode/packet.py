@@ -36,32 +36,6 @@ Pixels = Literal["upload", "nvdec"]
 MV_RECORD_BYTES = 40
 
 
-def grid_cell_shifts(records: np.ndarray, offsets: np.ndarray, cell_shift: int = CELL_SHIFT) -> np.ndarray:
-    """Per P-frame: ``cell_shift`` if every past-referencing block sits on its grid, else 0 (1-pixel cells).
-
-    ``records`` are raw 40-byte AVMotionVector records (uint8) and ``offsets`` the (F + 1,) record range
-    of each frame. The CPU backend finds this out by rasterising and retrying; the batched engine
-    decides it here so that the GPU stage never reads a result back to the host in the middle of a
-    batch. The grid is the same either way. One vectorised pass over all the clip's records (a
-    per-frame pass costs ~40 us a frame in NumPy call overhead).
-    """
-    n = len(offsets) - 1
-    raw = records.reshape(-1, MV_RECORD_BYTES)
-    if len(raw) == 0:
-        return np.full(n, cell_shift, np.int32)
-    i16 = raw.view("<i2")  # fields at even offsets: dst_x at byte 10, dst_y at 12
-    w, h = raw[:, 4].astype(np.int32), raw[:, 5].astype(np.int32)
-    x0, y0 = i16[:, 5] - (w >> 1), i16[:, 6] - (h >> 1)
-    bad = (((x0 | y0 | w | h) & ((1 << cell_shift) - 1)) != 0) & (raw[:, 3] >= 128)  # source < 0: top byte's sign
-    bad_before = np.concatenate([[0], np.cumsum(bad, dtype=np.int64)])
-    return np.where(bad_before[offsets[1:]] > bad_before[offsets[:-1]], 0, cell_shift).astype(np.int32)
-
-
-def cell_shift_for(mvs: np.ndarray, cell_shift: int = CELL_SHIFT) -> int:
-    """:func:`grid_cell_shifts` of one frame's records (a structured array as ``motion_vectors`` returns it)."""
-    return int(grid_cell_shifts(mvs.view(np.uint8).reshape(-1), np.array([0, len(mvs)]), cell_shift)[0])
-
-
 def i420_layout(width: int, height: int) -> tuple[int, int, int]:
     """(Y bytes, bytes of U and of V, chroma row length) of a tightly packed 4:2:0 frame."""
     cw, ch = (width + 1) // 2, (height + 1) // 2
@@ -231,7 +205,7 @@ class CpuStage:
         t0 = clock()
         mv_records = records[:used]
         mv_offsets = np.cumsum(counts, dtype=np.int64)
-        cell_shifts = np.array(shifts, np.int32)  # what grid_cell_shifts(mv_records, mv_offsets) gives
+        cell_shifts = np.array(shifts, np.int32)  # twin: reference_batch.grid_cell_shifts
         t_mv += clock() - t0
         t = len(picks)
         gops = np.array([g for g, _ in picks], np.int64)
@@ -258,4 +232,4 @@ class CpuStage:
             yuv=yuv, frame_indices=np.array([index.gop_starts[g] + p for g, p in keys], np.int64), stats=stats)
 
 
-__all__ = ["ClipPacket", "CpuStage", "MV_RECORD_BYTES", "Pixels", "cell_shift_for", "grid_cell_shifts", "i420_layout"]
+__all__ = ["ClipPacket", "CpuStage", "MV_RECORD_BYTES", "Pixels", "i420_layout"]

@@ -13,7 +13,34 @@ from typing import Sequence
 
 import numpy as np
 
+from gpudecode.kernels import CELL_SHIFT
 from gpudecode.kernels.reference import grid_shape, rasterize_mv, yuv_to_rgb
+
+
+def grid_cell_shifts(records: np.ndarray, offsets: np.ndarray, cell_shift: int = CELL_SHIFT) -> np.ndarray:
+    """Per P-frame: ``cell_shift`` if every past-referencing block sits on its grid, else 0 (1-pixel cells).
+
+    The twin of the CPU stage's per-frame decision (``gd_host_append_mvs``, host glue), which is
+    rasterize_mv's off-grid test made before the batch so that the GPU stage never reads a result back
+    mid-batch. ``records`` are raw 40-byte AVMotionVector records (uint8) and ``offsets`` the (F + 1,)
+    record range of each frame; one vectorised pass over them all.
+    """
+    n = len(offsets) - 1
+    raw = records.reshape(-1, 40)
+    if len(raw) == 0:
+        return np.full(n, cell_shift, np.int32)
+    i16 = raw.view("<i2")  # fields at even offsets: dst_x at byte 10, dst_y at 12
+    w, h = raw[:, 4].astype(np.int32), raw[:, 5].astype(np.int32)
+    x0, y0 = i16[:, 5] - (w >> 1), i16[:, 6] - (h >> 1)
+    bad = (((x0 | y0 | w | h) & ((1 << cell_shift) - 1)) != 0) & (raw[:, 3] >= 128)  # source < 0: top byte's sign
+    bad_before = np.concatenate([[0], np.cumsum(bad, dtype=np.int64)])
+    return np.where(bad_before[offsets[1:]] > bad_before[offsets[:-1]], 0, cell_shift).astype(np.int32)
+
+
+def cell_shift_for(mvs: np.ndarray, cell_shift: int = CELL_SHIFT) -> int:
+    """:func:`grid_cell_shifts` of one frame's records (a structured array as ``motion_vectors`` returns it)."""
+    return int(grid_cell_shifts(mvs.view(np.uint8).reshape(-1), np.array([0, len(mvs)]), cell_shift)[0])
+
 
 def batch_rasterize_mv(frames: Sequence[tuple[np.ndarray, int, int, int]]) -> list[np.ndarray]:
     """Per P-frame ``(mvs, width, height, cell_shift)`` -> its (grid_h, grid_w, 2) int16 cell grid."""
@@ -83,5 +110,5 @@ def batch_iframe_rgb(segments: Sequence[SegmentPlan], out_h: int, out_w: int) ->
     return out
 
 
-__all__ = ["SegmentPlan", "batch_iframe_rgb", "batch_rasterize_mv", "batch_trace_gather", "grid_shape",
-           "trace_source"]
+__all__ = ["SegmentPlan", "batch_iframe_rgb", "batch_rasterize_mv", "batch_trace_gather", "cell_shift_for",
+           "grid_cell_shifts", "grid_shape", "trace_source"]

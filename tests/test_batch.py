@@ -15,7 +15,8 @@ from gpudecode.executor import HostExecutor
 from gpudecode.gpu import GpuBackend
 from gpudecode.kernels import reference as ref
 from gpudecode.kernels import reference_batch as twin
-from gpudecode.packet import ClipPacket, CpuStage, cell_shift_for, grid_cell_shifts, i420_layout
+from gpudecode.kernels.reference_batch import cell_shift_for, grid_cell_shifts
+from gpudecode.packet import ClipPacket, CpuStage, i420_layout
 from gpudecode.stage import GpuStage
 from tests import media
 from tests.test_kernels_host import random_blocks

@@ -32,10 +32,9 @@ import av
 import numpy as np
 
 from benchmarks.common import write_result
-from gpudecode._av import colour_matrix, open_video, yuv420_planes
+from gpudecode._av import colour_matrix, motion_vectors, open_video, yuv420_planes
 from gpudecode._host import BASE_FLAGS, ISAS, HostKernels, build_host_library, host_kernels, supported_isas
 from gpudecode.benchmark import machine_info
-from gpudecode.cpu import motion_vectors
 from gpudecode.kernels import CELL_SHIFT
 from gpudecode.kernels.reference import grid_shape
 

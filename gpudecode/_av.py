@@ -154,13 +154,17 @@ def colour_matrix(frame: av.VideoFrame) -> int:
     return (2 if full else 0) + (1 if frame.colorspace == _BT709 else 0)
 
 
+def _as_yuv420(frame: av.VideoFrame) -> av.VideoFrame:
+    """The frame itself if it is 8-bit 4:2:0, else its yuv420p conversion (4:2:2, 4:4:4, high bit depth)."""
+    return frame if frame.format.name in ("yuv420p", "yuvj420p") else frame.reformat(format="yuv420p")
+
+
 def yuv420_planes(frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Zero-copy (rows, line_size) views of a 4:2:0 frame's Y, U and V planes.
 
     Other layouts (4:2:2, 4:4:4, high bit depth) are converted to yuv420p first.
     """
-    if frame.format.name not in ("yuv420p", "yuvj420p"):
-        frame = frame.reformat(format="yuv420p")
+    frame = _as_yuv420(frame)
     return tuple(np.frombuffer(p, np.uint8).reshape(p.height, p.line_size) for p in frame.planes[:3])  # type: ignore[return-value]
 
 
@@ -170,8 +174,7 @@ def yuv420_addresses(frame: av.VideoFrame) -> tuple[tuple[int, int, int, int, in
     What :func:`yuv420_planes` gives without building three NumPy views (~3 us each in the engine's
     hot loop). The planes stay valid while ``owner`` lives (the frame, or its yuv420p conversion).
     """
-    if frame.format.name not in ("yuv420p", "yuvj420p"):
-        frame = frame.reformat(format="yuv420p")
+    frame = _as_yuv420(frame)
     y, u, v = frame.planes[:3]
     if u.line_size != v.line_size:  # FFmpeg pads both chroma planes alike; the kernels take one stride
         raise ValueError(f"chroma planes with different strides ({u.line_size}, {v.line_size})")

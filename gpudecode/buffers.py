@@ -16,6 +16,7 @@ fresh memory, as without a pool.
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 from typing import Sequence
@@ -95,7 +96,7 @@ class BufferPool:
 
         One buffer for all of a sample's arrays: they are used and dropped together.
         """
-        sizes = [0 if s is None else _aligned(int(np.prod(s[0])) * np.dtype(s[1]).itemsize) for s in specs]
+        sizes = [0 if s is None else _aligned(math.prod(s[0]) * np.dtype(s[1]).itemsize) for s in specs]
         buf = self.take(sum(sizes))
         out: list[np.ndarray | None] = []
         offset = 0
@@ -104,7 +105,7 @@ class BufferPool:
                 out.append(None)
                 continue
             shape, dtype = spec
-            n = int(np.prod(shape))
+            n = math.prod(shape)
             out.append(buf[offset:offset + n * np.dtype(dtype).itemsize].view(dtype).reshape(shape))
             offset += size
         return out

@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from gpudecode._av import motion_vector_buffer, motion_vectors, yuv420_addresses  # noqa: F401 (re-exported)
+from gpudecode._av import motion_vector_buffer, yuv420_addresses
 from gpudecode._host import host_kernels
 from gpudecode.buffers import BufferPool
 from gpudecode.gopreader import GopReader

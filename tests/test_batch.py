@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from gpudecode import index_video, sample_gops
-from gpudecode.cpu import CpuBackend, motion_vectors
+from gpudecode._av import motion_vectors
+from gpudecode.cpu import CpuBackend
 from gpudecode.executor import HostExecutor
 from gpudecode.gpu import GpuBackend
 from gpudecode.kernels import reference as ref

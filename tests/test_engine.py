@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from gpudecode import VideoSampler, index_video, sample_gops
-from gpudecode._av import colour_matrix, open_video, yuv420_planes
-from gpudecode.cpu import CpuBackend, motion_vectors
+from gpudecode._av import colour_matrix, motion_vectors, open_video, yuv420_planes
+from gpudecode.cpu import CpuBackend
 from gpudecode.encode import write_video
 from gpudecode.kernels import reference as ref
 

@@ -277,7 +277,7 @@ def test_gather_matches_twin(k, size, identity):
 def test_kernels_on_real_mvs(k, real_dir, name):
     """MVs exported by FFmpeg from real mpeg4 and h264 clips: the whole chain equals the twins."""
     from gpudecode._av import colour_matrix, open_video, yuv420_planes
-    from gpudecode.cpu import motion_vectors
+    from gpudecode._av import motion_vectors
 
     container, stream = open_video(real_dir / name, export_mvs=True)
     width, height = stream.codec_context.width, stream.codec_context.height

@@ -219,9 +219,13 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr * group.get("lr_mult", 1.0)
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig, lr: float) -> torch.optim.SGD:
-    optimizer = torch.optim.SGD(param_groups(model, cfg.optim), lr=lr, momentum=cfg.optim.momentum,
-                                weight_decay=cfg.optim.weight_decay)
+def make_optimizer(model: nn.Module, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
+    """``optim.name``: SGD with momentum (the paper's) or AdamW, over :func:`param_groups`."""
+    groups = param_groups(model, cfg.optim)
+    if cfg.optim.name == "adamw":
+        optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=cfg.optim.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(groups, lr=lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay)
     set_lr(optimizer, lr)
     return optimizer
 

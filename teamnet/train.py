@@ -71,9 +71,25 @@ class _Stop(Exception):
     """Ctrl-C was seen by all ranks at a safe point of the evaluation."""
 
 
-def lr_at(cfg: TrainConfig, epoch: int) -> float:
-    """Step schedule: ``lr`` divided by ``1 / lr_decay`` at each epoch of ``lr_steps`` already reached."""
-    return cfg.optim.lr * cfg.optim.lr_decay ** sum(epoch >= s for s in cfg.optim.lr_steps)
+def lr_at(cfg: TrainConfig, epoch: int, step: int = 0, steps: int = 1) -> float:
+    """The lr of step ``step`` (of ``steps``) of ``epoch`` (0-based): a pure function of the position, so a
+    resumed run continues the schedule exactly.
+
+    ``schedule="step"``: ``lr`` divided by ``1 / lr_decay`` at each epoch of ``lr_steps`` already reached;
+    ``"cosine"``: a half cosine from ``lr`` to ``min_lr`` over the epochs after the warm-up. Either way the
+    first ``warmup_epochs`` ramp linearly from 0, reaching ``lr`` at their last step.
+    """
+    o = cfg.optim
+    at = epoch + step / max(steps, 1)  # epochs done before this step
+    if o.schedule == "cosine":
+        span = max(o.epochs - o.warmup_epochs, 1e-9)
+        done = min(max(at - o.warmup_epochs, 0.0) / span, 1.0)
+        lr = o.min_lr + (o.lr - o.min_lr) * 0.5 * (1.0 + math.cos(math.pi * done))
+    else:
+        lr = o.lr * o.lr_decay ** sum(epoch >= s for s in o.lr_steps)
+    if o.warmup_epochs > 0 and at < o.warmup_epochs:
+        lr *= min(1.0, (at + 1.0 / max(steps, 1)) / o.warmup_epochs)
+    return lr
 
 
 def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
@@ -323,12 +339,12 @@ class _Loop:
 
         cfg, env, optimizer, scaler = self.cfg, self.env, self.optimizer, self.scaler
         epochs = cfg.optim.epochs
-        lr = lr_at(cfg, epoch)
+        steps = self.train_loader.plan.steps
+        lr = lr_at(cfg, epoch, first, steps)
         set_lr(optimizer, lr)
         set_train_mode(self.ddp, cfg.model.freeze_bn)
         autocast = (lambda: torch.autocast(env.device.type, dtype=self.amp_dtype)) if self.amp_dtype \
             else contextlib.nullcontext
-        steps = self.train_loader.plan.steps
         t_last = time.perf_counter()
         bar = tqdm(total=steps, initial=first, desc=f"epoch {epoch + 1}/{epochs}", disable=not self.show,
                    dynamic_ncols=True, leave=False)
@@ -346,6 +362,8 @@ class _Loop:
                 batch = batch.to(env.device)
                 valid = valid.to(env.device)
                 n_valid = float(flags[0])
+                lr = lr_at(cfg, epoch, step, steps)  # per step: warm-up and cosine move within an epoch
+                set_lr(optimizer, lr)
                 if n_valid > 0:
                     with autocast():
                         logits = self.ddp(**batch.inputs)
@@ -392,7 +410,8 @@ class _Loop:
                             "check the videos with `gpudecode inspect`; re-encode them with `gpudecode prepare`")
         elapsed = max(whole.seconds, 1e-9)
         loss = whole.loss_sum / max(whole.clips, 1)
-        lr = lr_at(cfg, epoch)
+        steps = self.train_loader.plan.steps
+        lr = lr_at(cfg, epoch, max(steps - 1, 0), steps)  # the epoch's last step
         if self.main:
             print(f"epoch {epoch + 1}/{epochs}: loss {loss:.4f}, lr {lr:.3g}, {elapsed:.1f} s "
                   f"({whole.clips / elapsed:.1f} clips/s, data wait {100 * whole.data_seconds / elapsed:.0f}%)",

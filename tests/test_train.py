@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -71,7 +72,9 @@ def _env() -> dict[str, str]:
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
 def test_configs_load(path):
     cfg = load_config(path)
-    assert cfg.optim.weight_decay == 5e-4 and cfg.optim.momentum == 0.9
+    if path.stem != "synthetic":  # the synthetic main job trains from scratch with its own recipe (its yaml)
+        assert cfg.optim.name == "sgd" and cfg.optim.schedule == "step"
+        assert cfg.optim.weight_decay == 5e-4 and cfg.optim.momentum == 0.9
     assert not cfg.optim.decay_norm_and_bias  # the published recipe; its 5x/10x heads except from scratch
     assert cfg.optim.head_lr_mult == ((1.0, 1.0) if path.stem == "synthetic" else (5.0, 10.0))
     if path.stem != "synthetic":  # the paper's settings (DESIGN §3)
@@ -95,6 +98,37 @@ def test_overrides_and_errors():
         load_config(None, ["amp=fp32"])
     with pytest.raises(TypeError, match="integer"):
         load_config(None, ["optim.epochs=ten"])
+
+
+def test_cosine_schedule_with_warm_up():
+    cfg = load_config(None, ["optim.schedule=cosine", "optim.epochs=4", "optim.lr=0.01", "optim.min_lr=0.001",
+                             "optim.warmup_epochs=1"])
+    steps = 10
+    lrs = [lr_at(cfg, e, s, steps) for e in range(4) for s in range(steps)]
+    assert lrs[9] == pytest.approx(0.01)  # the warm-up's last step reaches lr
+    assert lrs[:10] == pytest.approx([0.001 * (k + 1) for k in range(10)])  # linear from 0, per step
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))  # then only down
+    assert lrs[-1] == pytest.approx(0.001, abs=5e-5) and lrs[-1] > 0.001  # ends just above min_lr
+    assert lr_at(cfg, 2, 5, steps) == pytest.approx(0.001 + 0.009 * 0.5 * (1 + math.cos(math.pi * 1.5 / 3)))
+    with pytest.raises(ValueError, match="min_lr"):
+        load_config(None, ["optim.lr=0.01", "optim.min_lr=0.1"])
+    # the step schedule is unchanged by the per-step signature, and warm-up applies to it too
+    step = load_config(None, ["optim.lr=0.01", "optim.lr_steps=[2]", "optim.warmup_epochs=0.5"])
+    assert [lr_at(step, 0, s, 4) for s in range(4)] == pytest.approx([0.005, 0.01, 0.01, 0.01])
+    assert lr_at(step, 2, 0, 4) == pytest.approx(0.001)
+
+
+def test_adamw_takes_the_same_parameter_groups():
+    from teamnet.models import build_model
+    from teamnet.train import make_optimizer
+
+    model = build_model("teamnet", num_classes=5, iframe_depth=18, mv_depth=18, residual_depth=18)
+    cfg = load_config(CONFIGS / "synthetic.yaml")
+    optimizer = make_optimizer(model, cfg, 0.002)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    decay = {g["name"]: g["weight_decay"] for g in optimizer.param_groups}
+    assert decay["weights"] == cfg.optim.weight_decay > 0 and decay["norm_and_bias"] == 0
+    assert {g["lr"] for g in optimizer.param_groups} == {0.002}  # head_lr_mult [1, 1] in the synthetic recipe
 
 
 def test_parameter_groups_follow_the_published_recipe():

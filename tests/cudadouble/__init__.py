@@ -41,6 +41,11 @@ def install(monkeypatch, order: str = "late") -> CudaDouble:
     monkeypatch.setitem(sys.modules, "cupy.cuda.runtime", double.cp.cuda.runtime)
     monkeypatch.setitem(sys.modules, "PyNvVideoCodec", double.nvc)
     monkeypatch.setattr(_cuda, "_loaded", {})
+    monkeypatch.setattr(_cuda, "_in_flight", [])
+    import teamnet.gpu_loader as gpu_loader
+    from tests.cudadouble.torch_side import DoubleTorch
+
+    monkeypatch.setattr(gpu_loader, "_torch_side", DoubleTorch)
     return double
 
 

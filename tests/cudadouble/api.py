@@ -381,6 +381,32 @@ def alloc_pinned_memory(nbytes: int):
     return p
 
 
+class PinnedMemory:
+    """``cudaHostAlloc`` of exactly ``size`` bytes; unmapped (``cudaFreeHost``) when the last reference goes."""
+
+    def __init__(self, size: int, flags: int = 0):
+        self._w = world()
+        with core._lock:
+            self._block = self._w.pinned_direct(int(size))
+        self.ptr, self.size = self._block.addr, int(size)
+
+    def __del__(self):
+        if W is self._w and self._block.live:
+            W.pinned_unmap(self._block)
+
+
+def PinnedMemoryPointer(mem: PinnedMemory, offset: int):
+    n = mem.size - int(offset)
+    cls = _pinned_types.get(("direct", n))
+    if cls is None:
+        cls = _pinned_types[("direct", n)] = type(f"PinnedMemoryPointer{n}", (ctypes.Array,),
+                                                  {"_type_": ctypes.c_uint8, "_length_": n})
+    p = cls.from_address(mem.ptr + int(offset))
+    p.mem = mem  # keeps the allocation alive as long as any view of it
+    p.ptr = mem.ptr + int(offset)
+    return p
+
+
 # -- runtime ------------------------------------------------------------------------------------------------
 def _runtime() -> types.ModuleType:
     rt = types.ModuleType("cupy.cuda.runtime")
@@ -433,7 +459,8 @@ def make_cupy() -> types.ModuleType:
     cuda.runtime = _runtime()
     for name, value in dict(Device=Device, Stream=Stream, ExternalStream=ExternalStream, Event=Event,
                             get_current_stream=get_current_stream, get_elapsed_time=get_elapsed_time,
-                            alloc_pinned_memory=alloc_pinned_memory, Memory=Memory, MemoryPointer=MemoryPointer).items():
+                            alloc_pinned_memory=alloc_pinned_memory, PinnedMemory=PinnedMemory,
+                            PinnedMemoryPointer=PinnedMemoryPointer, Memory=Memory, MemoryPointer=MemoryPointer).items():
         setattr(cuda, name, value)
     cp.cuda = cuda
     for name, value in dict(ndarray=ndarray, empty=empty, zeros=zeros, asarray=asarray, asnumpy=asnumpy,

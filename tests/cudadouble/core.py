@@ -75,6 +75,7 @@ class Arena:
         self.where = where  # "device0", "device1", "pinned"
         self.name = f"{where} arena {next(self._ids)}"
         self.history: list = []  # (lo, hi, kind, clock, op id, desc)
+        self.alive = True  # False once a direct pinned allocation is freed (cudaFreeHost: unmapped)
 
     def view(self, addr: int, nbytes: int) -> np.ndarray:
         return self.buf[addr - self.addr:addr - self.addr + nbytes]
@@ -112,6 +113,7 @@ class World:
         self.reports: list[str] = []
         self._seen: set = set()
         self.arenas: list[Arena] = []
+        self.graveyard: list[Arena] = []
         self.free_blocks: dict = {}  # (device, stream id) -> [Block]
         self.pinned_free: dict = {}  # rounded size -> [Block]
         self.streams: dict[int, Any] = {}
@@ -219,6 +221,21 @@ class World:
         self.host_clock = _join(self.host_clock, {"host": self.host_clock.get("host", 0) + 1})
         self.access(b.addr, b.size, "w", dict(self.host_clock), 0, "the host packing a pinned block just handed out")
         return b
+
+    def pinned_direct(self, nbytes: int) -> Block:
+        """``cudaHostAlloc`` of exactly ``nbytes`` (CuPy's ``PinnedMemory``), outside the pool."""
+        arena = Arena(max(1, nbytes), "pinned")
+        arena.blocks = [Block(arena, arena.addr, arena.size, "direct")]
+        arena.blocks[0].live = True
+        self.arenas.append(arena)
+        return arena.blocks[0]
+
+    def pinned_unmap(self, b: Block) -> None:
+        with _lock:
+            b.live = False
+            b.arena.alive = False
+            self.arenas.remove(b.arena)
+            self.graveyard.append(b.arena)  # the bytes stay valid for the process: a stale copy reads garbage
 
     def pinned_free_block(self, b: Block) -> None:
         with _lock:
@@ -332,6 +349,9 @@ class World:
             snapshot = np.ctypeslib.as_array((ctypes.c_uint8 * nbytes).from_address(src)).copy()
 
         def run(op):
+            if snapshot is None and not src_arena.alive:
+                self.report(f"use after free: {op.desc} reads pinned memory freed before the copy ran")
+                return
             if snapshot is None:
                 self.access(src, nbytes, "r", op.clock, op.id, op.desc)
             self.access(dst, nbytes, "w", op.clock, op.id, op.desc)

@@ -169,14 +169,14 @@ class CupyExecutor:
         self.last_copy: tuple = (None, None)
 
     def host_buffer(self, nbytes: int) -> np.ndarray:
-        """Pinned memory of exactly ``nbytes`` (rounded to 2 MiB), allocated for this buffer alone.
+        """Pinned memory of exactly ``nbytes`` (rounded to 64 KiB), allocated for this buffer alone.
 
         Not from CuPy's pinned pool: the pool rounds every request up to a power of two (a 2.7 GB staging
         buffer, 64 clips x 8 segments at 1080p, would pin 4 GiB) and hands a freed block to the next
         caller at once, while a copy out of it may still be queued. Staging buffers are few and long-lived
         (they grow by 1.5x when a batch needs more), so an allocation of their own costs nothing per batch.
         """
-        size = max(1, -(-int(nbytes) // (2 << 20)) * (2 << 20))
+        size = max(1, -(-int(nbytes) // (64 << 10)) * (64 << 10))
         _hold(None, None)  # release the buffers whose copies have completed
         with self.cp.cuda.Device(self.device):
             mem = self.cp.cuda.PinnedMemory(size)

@@ -248,8 +248,14 @@ class ndarray:
         return self.shape[0]
 
     def _host(self) -> np.ndarray:
-        arena = self.data.mem.block.arena
-        return np.ndarray(self.shape, self.dtype, buffer=arena.buf, offset=self.data.ptr - arena.addr, strides=self.strides)
+        return self._raw()()
+
+    def _raw(self):
+        """A maker of this array's host view that holds the bytes, not the array: queued work must not keep an
+        array's memory from going back to the pool (on a GPU it does not)."""
+        arena, shape, dtype, offset, strides = (self.data.mem.block.arena, self.shape, self.dtype,
+                                                self.data.ptr - self.data.mem.block.arena.addr, self.strides)
+        return lambda: np.ndarray(shape, dtype, buffer=arena.buf, offset=offset, strides=strides)
 
     def span(self) -> tuple[int, int]:
         """(address, bytes) covering every element."""
@@ -271,10 +277,12 @@ class ndarray:
     def get(self, stream: Stream | None = None) -> np.ndarray:
         """Device to host on ``stream`` (the current one by default), then wait for that copy, as CuPy does."""
         w = world()
-        stream = w.current_stream() if stream is None else stream
+        if stream is None:
+            with Device(self.data.mem.device_id):  # CuPy: the array's device and its current stream
+                stream = w.current_stream()
         addr, nbytes = self.span()
         out: list = []
-        host = self._host
+        host = self._raw()
 
         def run(op):
             w.access(addr, nbytes, "r", op.clock, op.id, op.desc)
@@ -288,7 +296,7 @@ class ndarray:
         """A C-contiguous copy on the current stream (a device-side operation, like CuPy's)."""
         w = world()
         out = ndarray(self.shape, self.dtype)
-        src, dst = self._host, out._host
+        src, dst = self._raw(), out._raw()
         saddr, sn = self.span()
         daddr, dn = out.span()
 
@@ -303,7 +311,7 @@ class ndarray:
     def fill(self, value) -> None:
         w = world()
         addr, n = self.span()
-        host = self._host
+        host = self._raw()
 
         def run(op):
             w.access(addr, n, "w", op.clock, op.id, op.desc)

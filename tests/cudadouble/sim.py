@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,10 +140,14 @@ _modules: dict[str, SimModule] = {}
 compiled = [0]
 
 
+_dir: list = []
+
+
 def cache_dir() -> Path:
-    d = Path(os.environ.get("GPUDECODE_DOUBLE_CACHE", Path.home() / ".cache" / "gpudecode-cudadouble"))
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+    """One temporary folder per process (the in-process dict is the cache; the folder only holds the builds)."""
+    if not _dir:
+        _dir.append(Path(tempfile.mkdtemp(prefix="gpudecode-cudadouble-")))
+    return _dir[0]
 
 
 def compile_module(code: str, options) -> SimModule:

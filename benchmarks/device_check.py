@@ -46,7 +46,7 @@ WHEELS = (("av", "av", "av-18.1.0-cp312", 35.8, "PyAV: the CPU stage, the engine
 SKIPPED = ("DALI (nvidia-dali-cuda130, ~200 MB) does not fit a device call's 64 MiB: its loader tests and "
            "data.engine=cpu kind=dali are not run here",)
 #: step -> seconds it may take (sum well under 8 minutes with the install)
-LIMITS = {"install": 90, "cuda_tests": 120, "gpu_suite": 150, "train": 100, "model_speed": 60}
+LIMITS = {"install": 60, "cuda_tests": 100, "gpu_suite": 150, "train": 90, "model_speed": 60}  # 460 s
 
 
 def _run(cmd, log: Path, limit: int, env=None) -> dict:

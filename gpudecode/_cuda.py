@@ -4,10 +4,16 @@ Importing gpudecode never needs a GPU: CuPy is imported here only when the GPU b
 for, and every way that can fail (CuPy missing, no driver, no device, NVRTC failing) becomes one
 BackendUnavailableError that lists the likely causes and the underlying exception. The sources are
 the same ``kernels/*.cu`` the host build compiles; CuPy caches the compiled module on disk.
+
+Stream ordering (tests/cudadouble runs all of this on a strict asynchronous CuPy double in CI):
+every event is created and recorded inside ``with cp.cuda.Device(self.device)`` (an event belongs to
+the device current at its creation; recording it on another device's stream fails); a pinned staging
+buffer stays alive until the copy out of it has completed, whoever drops it (``_hold``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 
 import numpy as np
@@ -22,9 +28,23 @@ _BLOCK_2D = (32, 8, 1)
 NVRTC_OPTIONS = ("--std=c++14", f"-I{KERNEL_DIR}")
 
 
-def module_source() -> str:
-    """The one translation unit NVRTC compiles: every kernels/*.cu, included in CUDA_SOURCES order."""
-    return "\n".join(f'#include "{name}"' for name in CUDA_SOURCES)
+def sources_digest(kernel_dir=None) -> str:
+    """Digest of every file the module includes (the .cu sources and common.cuh)."""
+    kernel_dir = KERNEL_DIR if kernel_dir is None else kernel_dir
+    h = hashlib.sha256()
+    for name in ("common.cuh", *CUDA_SOURCES):
+        h.update((kernel_dir / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def module_source(kernel_dir=None) -> str:
+    """The one translation unit NVRTC compiles: every kernels/*.cu, included in CUDA_SOURCES order.
+
+    CuPy's compile cache is keyed by this string and the options, not by the included files, so the
+    string carries the sources' digest: an edited kernel is recompiled, never loaded stale (issue 18).
+    """
+    return "\n".join([f"// gpudecode kernels, sources digest {sources_digest(kernel_dir)}",
+                      *(f'#include "{name}"' for name in CUDA_SOURCES)])
 
 
 def import_cupy():
@@ -101,6 +121,29 @@ class CudaKernels:
                                         _as_ptr(residual_out)))
 
 
+#: Host objects (pinned staging buffers) that a queued copy still reads, with the event after that copy.
+#: Module-wide, not per executor: ``read_sample`` drops its executor as soon as it returns (issue 18).
+_in_flight: list = []
+_in_flight_lock = threading.Lock()
+
+
+def _hold(event, obj) -> None:
+    """Keep ``obj`` alive until ``event`` has completed (checked, and released, on later calls)."""
+    with _in_flight_lock:
+        _in_flight[:] = [(e, o) for e, o in _in_flight if not e.done]
+        if obj is not None:
+            _in_flight.append((event, obj))
+
+
+def stream_from_torch(cp, torch_stream, device: int):
+    """A CuPy view of a torch CUDA stream: ``Stream.from_external`` (CuPy 14: the CUDA stream protocol,
+    which torch streams implement), ``ExternalStream`` before it (deprecated in CuPy 14)."""
+    with cp.cuda.Device(device):
+        if hasattr(cp.cuda.Stream, "from_external"):
+            return cp.cuda.Stream.from_external(torch_stream)
+        return cp.cuda.ExternalStream(torch_stream.cuda_stream, device)
+
+
 class CupyExecutor:
     """The executor interface (gpudecode.executor) on a CUDA device, through CuPy.
 
@@ -126,19 +169,31 @@ class CupyExecutor:
         self.last_copy: tuple = (None, None)
 
     def host_buffer(self, nbytes: int) -> np.ndarray:
-        mem = self.cp.cuda.alloc_pinned_memory(nbytes)
-        return np.frombuffer(mem, np.uint8, nbytes)  # the array keeps the pinned block alive
+        """Pinned memory of exactly ``nbytes`` (rounded to 64 KiB), allocated for this buffer alone.
 
-    def empty(self, shape, dtype):
-        with self.cp.cuda.Device(self.device), self.compute_stream:  # pool memory ordered on the compute stream
+        Not from CuPy's pinned pool: the pool rounds every request up to a power of two (a 2.7 GB staging
+        buffer, 64 clips x 8 segments at 1080p, would pin 4 GiB) and hands a freed block to the next
+        caller at once, while a copy out of it may still be queued. Staging buffers are few and long-lived
+        (they grow by 1.5x when a batch needs more), so an allocation of their own costs nothing per batch.
+        """
+        size = max(1, -(-int(nbytes) // (64 << 10)) * (64 << 10))
+        _hold(None, None)  # release the buffers whose copies have completed
+        with self.cp.cuda.Device(self.device):
+            mem = self.cp.cuda.PinnedMemory(size)
+        return np.frombuffer(self.cp.cuda.PinnedMemoryPointer(mem, 0), np.uint8, size)  # keeps the block alive
+
+    def empty(self, shape, dtype, *, on=None):
+        """Device memory from the pool of stream ``on`` (default: the compute stream), stream-ordered there."""
+        with self.cp.cuda.Device(self.device), (self.compute_stream if on is None else on):
             return self.cp.empty(shape, dtype)
 
     def pointer(self, array) -> int:
         return int(array.data.ptr)
 
     def _event(self, stream):
-        event = self.cp.cuda.Event(disable_timing=not self.timed)
-        event.record(stream)
+        with self.cp.cuda.Device(self.device):  # the event belongs to the current device: this one
+            event = self.cp.cuda.Event(disable_timing=not self.timed)
+            event.record(stream)
         return event
 
     def copy_in(self, dst_ptr: int, src: np.ndarray, nbytes: int, *, after=None):
@@ -149,28 +204,33 @@ class CupyExecutor:
             started = self._event(self.copy_stream) if self.timed else None
             rt.memcpyAsync(int(dst_ptr), src.ctypes.data, int(nbytes), rt.memcpyHostToDevice, self.copy_stream.ptr)
             done = self._event(self.copy_stream)
-            self.last_copy = (started, done)
-            return done
+        _hold(done, src)  # the copy reads ``src`` when it runs, not now
+        self.last_copy = (started, done)
+        return done
 
     def launch(self, name: str, grid: tuple, block: tuple, args: tuple) -> None:
         self.launches.append(name)
         with self.cp.cuda.Device(self.device), self.compute_stream:
             self.kernels._fn[name](grid, block, args)
 
-    def mark(self):
-        return self._event(self.compute_stream)
+    def mark(self, *, on=None):
+        """An event after the work queued so far on ``on`` (default: the compute stream)."""
+        return self._event(self.compute_stream if on is None else on)
 
     def wait(self, event) -> None:
         if event is not None:
-            self.compute_stream.wait_event(event)
+            with self.cp.cuda.Device(self.device):
+                self.compute_stream.wait_event(event)
 
     def host_wait(self, event) -> None:
         if event is not None:
-            event.synchronize()
+            with self.cp.cuda.Device(self.device):
+                event.synchronize()
 
     def to_host(self, array) -> np.ndarray:
-        self.compute_stream.synchronize()
-        return self.cp.asnumpy(array)
+        with self.cp.cuda.Device(self.device):
+            self.compute_stream.synchronize()
+            return self.cp.asnumpy(array)
 
 
 _lock = threading.Lock()

@@ -4,12 +4,14 @@ The GPU stage (``gpudecode.stage``) does all of its orchestration (buffer sizes,
 arithmetic, argument tuples, launch order, output assembly) against this interface:
 
 - ``host_buffer(nbytes)``: a host staging buffer (pinned on a device);
-- ``empty(shape, dtype)`` and ``pointer(array)``: device arrays and their addresses;
+- ``empty(shape, dtype, on=None)`` and ``pointer(array)``: device arrays (from the pool of stream ``on``,
+  default the compute stream) and their addresses;
 - ``copy_in(dst_ptr, src, nbytes, after=event)``: an asynchronous host-to-device copy, on the copy
   stream after ``event``; returns an event the compute stream can ``wait`` for;
 - ``launch(name, grid, block, args)``: a kernel of ``kernels/*.cu`` by name, on the compute stream,
   with NumPy scalars as arguments (``np.uint64`` for addresses, ``np.int32`` for ints);
-- ``mark()`` (an event after the launches so far), ``wait(event)`` (device-side), ``host_wait(event)``;
+- ``mark(on=None)`` (an event after the work queued so far on ``on``, default the compute stream),
+  ``wait(event)`` (the compute stream waits, device-side), ``host_wait(event)``;
 - ``to_host(array)``: copy a result back (tests and benchmarks only).
 
 Two implementations: ``gpudecode._cuda.CupyExecutor`` on a device, and :class:`HostExecutor`, which
@@ -35,11 +37,11 @@ class Executor(Protocol):
     launches: list
 
     def host_buffer(self, nbytes: int) -> np.ndarray: ...
-    def empty(self, shape: Sequence[int], dtype) -> Any: ...
+    def empty(self, shape: Sequence[int], dtype, *, on: Any = None) -> Any: ...
     def pointer(self, array) -> int: ...
     def copy_in(self, dst_ptr: int, src: np.ndarray, nbytes: int, *, after: Any = None) -> Any: ...
     def launch(self, name: str, grid: tuple, block: tuple, args: tuple) -> None: ...
-    def mark(self) -> Any: ...
+    def mark(self, *, on: Any = None) -> Any: ...
     def wait(self, event: Any) -> None: ...
     def host_wait(self, event: Any) -> None: ...
     def to_host(self, array) -> np.ndarray: ...
@@ -60,7 +62,7 @@ class HostExecutor:
     def host_buffer(self, nbytes: int) -> np.ndarray:
         return np.empty(nbytes, np.uint8)
 
-    def empty(self, shape: Sequence[int], dtype) -> np.ndarray:
+    def empty(self, shape: Sequence[int], dtype, *, on: Any = None) -> np.ndarray:
         # Poisoned, unlike fresh pages from the OS (zero): an element a kernel forgets to write shows.
         out = np.empty(shape, dtype)
         out.view(np.uint8).reshape(-1)[:] = 0xA5
@@ -81,7 +83,7 @@ class HostExecutor:
         self.launches.append(name)
         fn(*(int(a) for a in args))  # grid and block ignored: one thread walks each grid-stride loop
 
-    def mark(self) -> None:
+    def mark(self, *, on: Any = None) -> None:
         return None
 
     def wait(self, event: Any) -> None:

@@ -15,8 +15,10 @@ The pixels of the I-frames and sampled P-frames reach the GPU in one of two ways
   decoder reused across clips and batches), and the CPU pass skips the loop filter (MVs identical,
   ~13% cheaper) and ships no pixels.
 
-Outputs are CuPy arrays (``torch.from_dlpack`` takes them without a copy); the stream current at
-the call waits for the batch's kernels on the device, never on the host.
+Outputs are CuPy arrays (``torch.from_dlpack`` takes them without a copy), allocated from the pool of
+the stream current at the call, which waits for the batch's kernels on the device, never on the host:
+dropping a sample while that stream still reads it is then safe (the pool reuses the memory in that
+stream's order).
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ class NvdecFrames:
             frame = decoded[i]
             # (H * 3/2, pitch) uint8: Y rows, then interleaved UV rows. Copied (on the decoder's stream,
             # so ordered after the decode) because the decoder may reuse its buffers for the next clip.
-            with self.stream if self.stream is not None else cp.cuda.Stream.null:
+            with cp.cuda.Device(self.device), (self.stream if self.stream is not None else cp.cuda.Stream.null):
                 nv12 = cp.from_dlpack(frame).copy()
             height = nv12.shape[0] * 2 // 3
             pitch = int(nv12.strides[0])
@@ -123,9 +125,15 @@ class GpuBackend:
                modalities: Iterable[str] = MODALITIES) -> Sample:
         """Decode the picks ``[(gop, pos), ...]`` of one indexed video into a device-resident Sample."""
         packet = self.cpu_stage(index, picks, modalities=modalities)
-        batch = self.gpu_stage([packet])
-        if batch.ready is not None:  # the caller's stream waits for the kernels on the device
-            self.cp.cuda.get_current_stream().wait_event(batch.ready)
+        if self.cp is None:  # the host executor: everything has happened when the call returns
+            batch = self.gpu_stage([packet])
+        else:
+            with self.cp.cuda.Device(self.device):
+                consumer = self.cp.cuda.get_current_stream()
+                # Outputs owned by the caller's stream (issue 18: from the private compute stream's pool,
+                # the next decode could reuse them while the caller's stream still read them).
+                batch = self.gpu_stage([packet], consumer=consumer)
+                consumer.wait_event(batch.ready)  # the caller's stream waits for the kernels on the device
         sample = batch.sample(0)
         sample._batch = batch  # keeps NVDEC frames alive as long as the views  # type: ignore[attr-defined]
         return sample

@@ -131,9 +131,14 @@ class GpuStage:
         ex.host_wait(slot.copied)  # the copy from two batches ago; long done in a steady state
         if slot.nbytes < nbytes:
             size = max(nbytes, slot.nbytes * 3 // 2, 1 << 20)
-            ex.host_wait(slot.consumed)  # the old device buffer may still be read
-            slot.host, slot.device, slot.nbytes = ex.host_buffer(size), ex.empty((size,), np.uint8), size
-            slot.consumed = None
+            slot.host = ex.host_buffer(size)
+            slot.device = ex.empty((len(slot.host),), np.uint8)
+            slot.nbytes = len(slot.host)
+            # The new device buffer comes from the compute stream's pool, which may hand out at once memory
+            # that work queued on that stream still uses (usually the previous batch's outputs). The copy
+            # stream writes it, so it must wait for that work: everything queued on the compute stream so far
+            # (issue 18: without this the copy overwrote the previous batch's outputs and tables mid-kernel).
+            slot.consumed = ex.mark()
         return slot
 
     def _grid_buffer(self, cells: int) -> int:
@@ -142,7 +147,14 @@ class GpuStage:
             self._grid = self.executor.empty((self._grid_cells, 2), np.int16)  # stream-ordered: batches take turns
         return self.executor.pointer(self._grid)
 
-    def __call__(self, packets: Sequence[ClipPacket]) -> SampleBatch:
+    def __call__(self, packets: Sequence[ClipPacket], *, consumer: Any = None) -> SampleBatch:
+        """The batch's kernels, queued; outputs on the compute stream's pool, or on ``consumer``'s.
+
+        ``consumer`` is the stream that will read the outputs (an executor stream object; None on the
+        host): the outputs are then allocated from its pool, so that when the caller drops them the pool
+        reuses the memory in that stream's order, after the caller's reads (issue 18), and the kernels
+        wait for the consumer's work queued before the allocation.
+        """
         if not packets:
             raise ValueError("a batch needs at least one packet")
         first = packets[0]
@@ -228,9 +240,12 @@ class GpuStage:
         slot.copied = ex.copy_in(dev, host, total, after=slot.consumed)
         ex.wait(slot.copied)
         t2 = clock()
-        iframe = ex.empty((n, t, out_h, out_w, 3), np.uint8) if want_i else None
-        mv = ex.empty((n, t, out_h, out_w, 2), np.int16) if want_mv else None
-        residual = ex.empty((n, t, out_h, out_w, 3), np.int16) if want_res else None
+        on = {} if consumer is None else {"on": consumer}
+        iframe = ex.empty((n, t, out_h, out_w, 3), np.uint8, **on) if want_i else None
+        mv = ex.empty((n, t, out_h, out_w, 2), np.int16, **on) if want_mv else None
+        residual = ex.empty((n, t, out_h, out_w, 3), np.int16, **on) if want_res else None
+        if consumer is not None:
+            ex.wait(ex.mark(on=consumer))  # memory from the consumer's pool is safe after its queued work
         ptr = lambda a: np.uint64(0 if a is None else ex.pointer(a))  # noqa: E731
         i32, u64 = np.int32, np.uint64
         rows = n * t * out_h

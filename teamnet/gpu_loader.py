@@ -50,6 +50,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
+from gpudecode._cuda import stream_from_torch
 from gpudecode.errors import BackendUnavailableError
 from gpudecode.packet import ClipPacket, CpuStage, Pixels
 from teamnet.augment import CROP_SCALES, CropWindow, draw_window
@@ -261,8 +262,35 @@ class _HostOrder:
         pass
 
 
+class TorchCuda:
+    """torch's CUDA side of the hand-over: the augmentation's stream, the training loop's stream, DLPack
+    import and ``record_stream``. Kept apart from :class:`_CudaOrder` because it is the one part a CuPy
+    double cannot stand in for (CPU-only torch in CI): tests replace it and run the CuPy side as is."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.stream = torch.cuda.Stream(device)
+
+    def context(self):
+        return torch.cuda.stream(self.stream)
+
+    def device_context(self):
+        return torch.cuda.device(self.device)
+
+    def consumer(self):
+        return torch.cuda.current_stream(self.device)
+
+    def tensor(self, a, cp_stream) -> torch.Tensor:
+        with cp_stream:  # CuPy's DLPack export orders against its current stream: this one
+            return torch.from_dlpack(a)
+
+    def record(self, tensors, consumer) -> None:
+        for x in tensors:
+            x.record_stream(consumer)  # PyTorch's allocator keeps them until the consumer is done
+
+
 class _CudaOrder:
-    """Stream ordering on a device, without host waits (not executed in CI: no GPU there).
+    """Stream ordering on a device, without host waits (its CuPy side runs on tests/cudadouble in CI).
 
     The augmentation runs on its own torch stream, which waits for the GPU stage's ``ready`` event; an
     event after the augmentation orders (a) the GPU stage's compute stream, so that CuPy's pool reuses
@@ -270,32 +298,39 @@ class _CudaOrder:
     which also records the batch's tensors so PyTorch's allocator keeps them until it is done.
     """
 
-    def __init__(self, executor, device: torch.device):
+    def __init__(self, executor, torch_side):
         self.cp = executor.cp
         self.executor = executor
-        self.device = device
-        self.stream = torch.cuda.Stream(device)
-        self.cp_stream = self.cp.cuda.ExternalStream(self.stream.cuda_stream, device.index)
+        self.torch = torch_side
+        self.device = torch_side.device
+        self.stream = torch_side.stream
+        self.cp_stream = stream_from_torch(self.cp, self.stream, executor.device)
 
     def tensor(self, a) -> torch.Tensor:
-        with self.cp_stream:  # CuPy's DLPack export orders against its current stream: this one
-            return torch.from_dlpack(a)
+        return self.torch.tensor(a, self.cp_stream)
 
     def begin(self, ready) -> None:
         if ready is not None:
-            self.cp_stream.wait_event(ready)
+            with self.cp.cuda.Device(self.executor.device):
+                self.cp_stream.wait_event(ready)
 
     def end(self):
-        event = self.cp.cuda.Event(disable_timing=True)
-        event.record(self.cp_stream)
+        with self.cp.cuda.Device(self.executor.device):  # events belong to the current device
+            event = self.cp.cuda.Event(disable_timing=True)
+            event.record(self.cp_stream)
         self.executor.wait(event)
         return event
 
     def hand_over(self, event, batch: Batch) -> None:
-        consumer = torch.cuda.current_stream(self.device)
-        self.cp.cuda.ExternalStream(consumer.cuda_stream, self.device.index).wait_event(event)
-        for x in batch.inputs.values():
-            x.record_stream(consumer)
+        consumer = self.torch.consumer()
+        with self.cp.cuda.Device(self.executor.device):
+            stream_from_torch(self.cp, consumer, self.executor.device).wait_event(event)
+        self.torch.record(batch.inputs.values(), consumer)
+
+
+def _torch_side(executor, device_id: int | None):
+    """The torch half of the device hand-over (tests/cudadouble replaces this with its own)."""
+    return TorchCuda(torch.device("cuda", device_id if device_id is not None else executor.device))
 
 
 # -- the loader -------------------------------------------------------------------------------------------
@@ -352,8 +387,11 @@ class GpuClipLoader(ClipLoader):
         self.executor = executor
         self.stage = GpuStage(executor, pixels=pixels, backend="gpu")
         on_device = getattr(executor, "name", "") != "host"
-        self.device = torch.device("cuda", device_id if device_id is not None else 0) if on_device else torch.device("cpu")
-        self._order = _CudaOrder(executor, self.device) if on_device else _HostOrder()
+        if on_device:
+            self._order = _CudaOrder(executor, _torch_side(executor, device_id))
+            self.device = self._order.device
+        else:
+            self._order, self.device = _HostOrder(), torch.device("cpu")
         self._blank = {m: normalised_zero(m, size, device=self.device) for m in self.modalities}
         self._steps = _Steps(self.plan)
         self._loader = None
@@ -400,7 +438,7 @@ class GpuClipLoader(ClipLoader):
         """GPU stage and augmentation of one step's items -> (Batch on the device, its ready event)."""
         n, t, s = len(items), self.source.dataset.num_segments, self.size
         samples, rows = self.stage_batch(items)
-        with (torch.cuda.stream(self._order.stream) if self.device.type == "cuda" else contextlib.nullcontext()):
+        with (self._order.torch.context() if isinstance(self._order, _CudaOrder) else contextlib.nullcontext()):
             if samples is not None:
                 self._order.begin(samples.ready)
                 frames = {m: self._order.tensor(getattr(samples, m)) for m in self.modalities}
@@ -440,7 +478,8 @@ class GpuClipLoader(ClipLoader):
 
         def produce() -> None:
             try:
-                with (torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()):
+                with (self._order.torch.device_context() if isinstance(self._order, _CudaOrder)
+                      else contextlib.nullcontext()):
                     for items in _chain([first], packets):
                         if not put(self.make_batch(items)):
                             return

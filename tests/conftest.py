@@ -22,13 +22,45 @@ def _gpu_available() -> bool:
         return False
 
 
-def pytest_collection_modifyitems(config, items):
-    if _gpu_available() or os.environ.get("GPUDECODE_REQUIRE_GPU") == "1":
-        return  # run them: with GPUDECODE_REQUIRE_GPU=1 and no GPU they fail loudly instead of skipping
-    skip = pytest.mark.skip(reason="needs an NVIDIA GPU with CuPy (set GPUDECODE_REQUIRE_GPU=1 to fail instead)")
-    for item in items:
-        if "cuda" in item.keywords:
-            item.add_marker(skip)
+_GPU = None
+
+
+def gpu_here() -> bool:
+    """A real GPU with CuPy (decided once per session)."""
+    global _GPU
+    if _GPU is None:
+        _GPU = _gpu_available()
+    return _GPU
+
+
+@pytest.fixture(autouse=True)
+def _cuda_double_for_cuda_tests(request, monkeypatch):
+    """`cuda` tests run on the GPU when there is one; otherwise on the strict CUDA double (tests/cudadouble),
+    except with GPUDECODE_REQUIRE_GPU=1, where they run as they are and fail loudly without a GPU.
+
+    On the double, the order is GPUDECODE_DOUBLE_ORDER or one of its orders chosen by the test's name; a
+    test fails if the double reported a race or an
+    illegal address, even when its own assertions passed."""
+    if request.node.get_closest_marker("cuda") is None or gpu_here() or os.environ.get("GPUDECODE_REQUIRE_GPU") == "1":
+        yield None
+        return
+    from tests import cudadouble
+
+    order = os.environ.get("GPUDECODE_DOUBLE_ORDER") or cudadouble.ORDERS[
+        sum(request.node.nodeid.encode()) % len(cudadouble.ORDERS)]
+    double = cudadouble.install(monkeypatch, order)
+    yield double
+    try:
+        reports = double.drain()
+    finally:
+        cudadouble.uninstall(double)
+    assert not reports, f"the CUDA double ({order}) reported:\n" + "\n".join(reports)
+
+
+@pytest.fixture
+def cuda_double(_cuda_double_for_cuda_tests):
+    """The CUDA double of this `cuda` test (None on a real GPU)."""
+    return _cuda_double_for_cuda_tests
 
 
 @pytest.fixture(autouse=True)

@@ -46,7 +46,7 @@ def test_importing_the_package_needs_no_gpu_packages():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def cuda():
     from gpudecode._cuda import cuda_kernels
 

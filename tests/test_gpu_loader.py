@@ -237,19 +237,20 @@ def test_training_runs_on_the_gpu_path(tiny_data, tmp_path, monkeypatch):
 
 
 @pytest.mark.cuda
-def test_device_path_equals_host_path(tiny_data):
+def test_device_path_equals_host_path(tiny_data, cuda_double):
     """On a GPU: CuPy stage + CUDA augmentation against the host executor + CPU augmentation (bit-exact before
     augmentation; CUDA's resize rounds differently from the CPU's, so close after it); no synchronize()."""
     videos = load_split(tiny_data, "train")
     dev = ClipLoader(videos, engine="gpu", device_id=0, **_args())
     host = _gpu(videos)
-    assert "gpu stage on" in dev.describe() and "cuda:0" in dev.describe()
+    on = "cpu" if cuda_double is not None else "cuda"  # the double keeps torch on the CPU (tests/cudadouble)
+    assert "gpu stage on" in dev.describe() and (f"{on}:0" if on == "cuda" else on) in dev.describe()
     for got, want in zip(dev.packet_batches(0), host.packet_batches(0)):
         a, _ = dev.stage_batch(got)
         b, _ = host.stage_batch(want)
         for m in MODALITIES:
             np.testing.assert_array_equal(dev.executor.to_host(getattr(a, m)), getattr(b, m))
     for a, b in zip(dev.epoch(0), host.epoch(0)):
-        assert a.inputs["iframe"].device.type == "cuda" and torch.equal(a.indices, b.indices)
+        assert a.inputs["iframe"].device.type == on and torch.equal(a.indices, b.indices)
         for m in MODALITIES:
             torch.testing.assert_close(a.inputs[m].cpu(), b.inputs[m], atol=1e-4, rtol=1e-4)

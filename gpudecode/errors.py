@@ -93,3 +93,7 @@ class CorruptSidecarError(SidecarError):
 
 class SidecarVersionError(SidecarError):
     kind = "version"
+
+
+class SidecarWarning(UserWarning):
+    """A video's MV sidecar could not be used (stale, damaged, another version): its MVs are decoded."""

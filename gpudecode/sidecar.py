@@ -395,6 +395,29 @@ class SidecarReader:
             raise StaleSidecarError(path, f"stale: its {len(table)} GOPs are not the {index.num_gops} GOPs of the video's "
                                           "index", REMEDY)
 
+    def current(self, video: str | os.PathLike) -> SidecarError | None:
+        """Why ``video``'s sidecar is not up to date (missing, stale, unreadable header), or None when its
+        header is sound and it was written for this version of the video: ``gpudecode mvs`` skips it."""
+        path = self.path(video)
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        except OSError:
+            return MissingSidecarError(path, "no MV sidecar", "write it with `gpudecode mvs`")
+        try:
+            st = os.fstat(fd)
+            header = self._header(path, fd, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+            size, mtime_ns, head_tail = header.meta["identity"]
+            vst = os.stat(video)
+            if (vst.st_size, vst.st_mtime_ns) != (size, mtime_ns) or video_identity(video, vst).head_tail != head_tail:
+                return StaleSidecarError(path, "stale: written for another version of the video", REMEDY)
+            return None
+        except SidecarError as e:
+            return e
+        except OSError as e:
+            return MissingSidecarError(path, f"cannot read it ({e.strerror or e})", REMEDY)
+        finally:
+            os.close(fd)
+
     def check(self, video: str | os.PathLike, index: GopIndex, *, gops: bool = False) -> Path:
         """Raise the :class:`SidecarError` that stops ``video``'s sidecar from being used, else return its
         path; ``gops``: also inflate and check every GOP (``gpudecode inspect``)."""

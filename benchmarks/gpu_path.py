@@ -2,6 +2,7 @@
 
     python -m benchmarks.gpu_path                  # 340x256 mpeg4 and h264, all cores, 5 rounds
     python -m benchmarks.gpu_path --clips 40 --rounds 3
+    python -m benchmarks.gpu_path --sidecars       # MVs from sidecars: CPU ms per clip, sizes (one core)
 
 With the batched GPU engine the loader's workers run only the CPU stage (decode with MV export of the
 needed frames, MV records and planes into a packet); everything per pixel moves to the GPU. So the CPU
@@ -64,15 +65,117 @@ def host_executor_vs_cpu_engine(paths, *, clips: int, segments: int, batch: int 
             "staged_total_ms_per_clip": staged_ms, "staged_over_engine": staged_ms / engine_ms}
 
 
+def _cpu_ms(fn, jobs) -> float:
+    """Median over 3 passes of the CPU time (this process) per job, after one warm-up job."""
+    fn(*jobs[0])
+    runs = []
+    for _ in range(3):
+        t = time.process_time()
+        for job in jobs:
+            fn(*job)
+        runs.append(1e3 * (time.process_time() - t) / len(jobs))
+    return statistics.median(runs)
+
+
+def sidecar_ceiling(paths, *, clips: int, segments: int, real: list[str] | None = None) -> dict:
+    """With MVs from sidecars: the CPU stage's CPU ms per clip (``pixels="nvdec"``: a file read, no decoder)
+    against the CPU engine's, and the CPU engine itself with sidecar MVs (decoding without MV export).
+    Also what writing the sidecars costs against one indexing pass (a decode), and their sizes."""
+    import os
+
+    from gpudecode.cpu import CpuBackend
+    from gpudecode.index import build_index
+    from gpudecode.packet import CpuStage
+    from gpudecode.sampling import sample_gops
+    from gpudecode.sidecar import write_sidecar
+
+    def write_cost(videos):
+        t = time.process_time()
+        written = [write_sidecar(p) for p in videos]
+        t_write = time.process_time() - t
+        t = time.process_time()
+        for p in videos:
+            build_index(p)
+        t_index = time.process_time() - t
+        sizes = [w.nbytes / w.video_bytes for w in written]
+        return written, {"write_over_index_pass": t_write / t_index, "write_ms_per_video": 1e3 * t_write / len(videos),
+                         "sidecar_over_video_bytes": sum(w.nbytes for w in written) / sum(w.video_bytes for w in written),
+                         "sidecar_over_video_bytes_max": max(sizes)}
+
+    written, out = write_cost(paths)
+    indexes = [w.index for w in written]
+    rng = np.random.default_rng(0)
+    jobs = [(indexes[i % len(indexes)], sample_gops(indexes[i % len(indexes)].gop_lengths, segments, mode="train",
+                                                    rng=rng, positions=indexes[i % len(indexes)].p_positions))
+            for i in range(clips)]
+    engine, engine_side = CpuBackend(), CpuBackend(mvs="sidecar")
+    stage = CpuStage(mvs="sidecar", pixels="nvdec")
+    keep = []  # packets are dropped one clip later, as a loader does (the buffer pool reuses their memory)
+
+    def staged(ix, picks):
+        keep[:] = [stage(ix, picks)]
+
+    out["cpu_engine_ms_per_clip"] = _cpu_ms(engine.decode, jobs)
+    out["cpu_engine_sidecar_mvs_ms_per_clip"] = _cpu_ms(engine_side.decode, jobs)
+    out["cpu_stage_sidecar_nvdec_ms_per_clip"] = _cpu_ms(staged, jobs)
+    out["ceiling_over_engine"] = out["cpu_engine_ms_per_clip"] / out["cpu_stage_sidecar_nvdec_ms_per_clip"]
+    out["engine_saved_by_sidecar_mvs"] = 1 - out["cpu_engine_sidecar_mvs_ms_per_clip"] / out["cpu_engine_ms_per_clip"]
+    out["mv_records_per_clip"] = float(np.mean([int(p.mv_offsets[-1]) for p in [stage(*j) for j in jobs[:20]]]))
+    assert not engine_side.stats["sidecar_fallbacks"] and not stage.stats["sidecar_fallbacks"]
+    if real:  # synthetic motion says little about sizes: real clips, prepared like the set
+        _, out["real_clips"] = write_cost(real)
+        out["real_clips"]["videos"] = [os.path.basename(p) for p in real]
+    return out
+
+
+def _prepared_real(size, codec) -> list[str]:
+    """The shared real clips re-encoded with ``gpudecode prepare`` (cached in the temp folder), if present."""
+    import tempfile
+    from pathlib import Path
+
+    from gpudecode.prepare import prepare_videos
+
+    real = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"
+    if not real.is_dir():
+        return []
+    dst = Path(tempfile.gettempdir()) / f"gpudecode-bench-real-{size[0]}x{size[1]}-{codec}"
+    sources = sorted(p for p in real.iterdir() if p.suffix in (".mp4", ".avi"))[:10]
+    prepare_videos(sources, dst, codec=codec, size=size, progress=False, mvs=False)
+    return sorted(str(p) for p in dst.rglob("*.mp4"))
+
+
+def sidecars_main(args, machine) -> None:
+    sets = {}
+    for size, codec in (((340, 256), "mpeg4"), ((340, 256), "h264"), ((1280, 720), "h264")):
+        label = f"{size[0]}x{size[1]} {codec}"
+        real = _prepared_real(size, codec) if size == (340, 256) else []
+        sets[label] = r = sidecar_ceiling(synthetic_clips(size, codec), clips=args.clips, segments=args.segments,
+                                          real=real)
+        print(f"{label}: CPU engine {r['cpu_engine_ms_per_clip']:.2f} ms/clip, with sidecar MVs "
+              f"{r['cpu_engine_sidecar_mvs_ms_per_clip']:.2f}; CPU stage from sidecars (nvdec) "
+              f"{r['cpu_stage_sidecar_nvdec_ms_per_clip']:.3f} ms/clip: x{r['ceiling_over_engine']:.1f}; sidecar "
+              f"{100 * r['sidecar_over_video_bytes']:.1f}% of the video bytes (real clips: "
+              f"{100 * r.get('real_clips', {}).get('sidecar_over_video_bytes', float('nan')):.1f}%), writing "
+              f"x{r['write_over_index_pass']:.2f} an index pass")
+    path = write_result("gpu_path_sidecar_cpu", {"segments": args.segments, "clips": args.clips, "sets": sets},
+                        args.output or "benchmarks/results/gpu_path_sidecar_cpu.json", machine=machine)
+    print(f"wrote {path}")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips", type=int, default=80, help="clips per measurement (split over the workers)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--segments", type=int, default=8)
     ap.add_argument("--workers", type=int, default=None, help="default: all cores")
-    ap.add_argument("--output", default="benchmarks/results/gpu_path_ceiling_cpu.json")
+    ap.add_argument("--output", default=None, help="default: benchmarks/results/gpu_path_ceiling_cpu.json "
+                                                   "(gpu_path_sidecar_cpu.json with --sidecars)")
+    ap.add_argument("--sidecars", action="store_true", help="MVs from sidecars, one process: CPU ms per clip and sizes")
     args = ap.parse_args(argv)
     machine = machine_info()
+    if args.sidecars:
+        return sidecars_main(args, machine)
+    args.output = args.output or "benchmarks/results/gpu_path_ceiling_cpu.json"
     sets = {}
     for codec in ("mpeg4", "h264"):
         label = f"340x256 {codec}"

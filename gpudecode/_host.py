@@ -46,6 +46,7 @@ _HOST_SIGNATURES = {
     "gd_host_p_frame": ([_P, _I, _P, _I, _I, _I, _P, _P, _P, _I, _I], _I),
     "gd_host_pack_i420": ([_P, _I, _P, _P, _I, _I, _I, _P], None),
     "gd_host_append_mvs": ([_P, _I, _P, _I], _I),
+    "gd_host_expand_mvs": ([_P, _P, _I, _P, _P, _I], _I),
 }
 _SOURCE_FILES = ("common.cuh", *CUDA_SOURCES, "host/shim.h", "host/hostkernels.cpp", "host/hostkernels_avx2.cpp")
 

@@ -3,7 +3,8 @@
     gpudecode inspect VIDEO...            GOP table summary and whether the engine reads it as is
     gpudecode show VIDEO -o out.png       I-frame, MV and residual of the sampled segments
     gpudecode index DIR_OR_LIST...        build the GOP index cache in parallel
-    gpudecode prepare SRC DST             re-encode to the canonical form (GOP 12, no B-frames)
+    gpudecode mvs DIR_OR_LIST...          export each video's MVs once into a sidecar (clip.mp4.mvs)
+    gpudecode prepare SRC DST             re-encode to the canonical form (GOP 12, no B-frames), with sidecars
     gpudecode synth DST                   generate the synthetic motion-only dataset
     gpudecode benchmark [VIDEO...]        clips/s of the engine (CPU, GPU or both)
 """
@@ -91,10 +92,11 @@ def cmd_inspect(args) -> int:
         problems = ix.problems()
         bad += bool(problems)
         lengths = sorted(ix.gop_lengths)
+        sidecar = _sidecar_state(path, ix, args.cache_dir) if not problems else None
         report = {"path": str(path), "readable": not problems, "codec": ix.codec, "width": ix.width, "height": ix.height,
                   "fps": ix.fps, "frames": ix.num_frames, "gops": ix.num_gops, "I": ix.num_i, "P": ix.num_p, "B": ix.num_b,
                   "gop_lengths": list(ix.gop_lengths), "variable_frame_rate": ix.variable_frame_rate,
-                  "problems": [str(p) for p in problems], "warnings": ix.warnings()}
+                  "problems": [str(p) for p in problems], "warnings": ix.warnings(), "mv_sidecar": sidecar}
         reports.append(report)
         if args.json:
             continue
@@ -106,6 +108,9 @@ def cmd_inspect(args) -> int:
             for g, (s, n) in enumerate(zip(ix.gop_starts, ix.gop_lengths)):
                 print(f"  GOP {g:4d}: frames {s}..{s + n - 1} ({n})")
         print("  readable as is: " + ("yes" if not problems else "no"))
+        if sidecar is not None:
+            print(f"  MV sidecar: {'valid' if sidecar['valid'] else sidecar['kind']} ({sidecar['path']})"
+                  + ("" if sidecar["valid"] else f": {sidecar['reason']}"))
         for p in problems:
             print(f"  problem: {p.reason}" + (f" ({p.remedy})" if p.remedy else ""))
         for w in ix.warnings():
@@ -113,6 +118,28 @@ def cmd_inspect(args) -> int:
     if args.json:
         print(json.dumps(reports, indent=2))
     return 1 if bad else 0
+
+
+def _sidecar_state(path, index, cache_dir) -> dict:
+    """Whether ``path`` has a sidecar the engines will use (every GOP inflated and checked)."""
+    from gpudecode.errors import SidecarError
+    from gpudecode.sidecar import SidecarReader
+
+    reader = SidecarReader(cache_dir)
+    try:
+        reader.check(path, index, gops=True)
+    except SidecarError as e:
+        return {"path": e.path, "valid": False, "kind": e.kind, "reason": e.reason}
+    return {"path": str(reader.path(path)), "valid": True}
+
+
+def cmd_mvs(args) -> int:
+    from gpudecode.mvs_pass import write_sidecars
+
+    report = write_sidecars(expand_videos(args.videos), cache_dir=args.cache_dir, workers=args.workers,
+                            overwrite=args.overwrite, timeout=args.timeout)
+    print(report.summary())
+    return 1 if report.failed else 0
 
 
 def cmd_show(args) -> int:
@@ -151,7 +178,7 @@ def cmd_prepare(args) -> int:
     if len(args.src) == 1 and Path(args.src[0]).is_dir():
         sources = Path(args.src[0])  # the folder itself: outputs keep the layout below it
     report = prepare_videos(sources, args.dst, codec=args.codec, gop=args.gop, size=args.size,
-                            workers=args.workers, overwrite=args.overwrite, progress=True)
+                            workers=args.workers, overwrite=args.overwrite, progress=True, mvs=args.mvs)
     print(report.summary())
     return 1 if report.failed else 0
 
@@ -201,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gops", action="store_true", help="print every GOP (first and last frame, length)")
     p.add_argument("--json", action="store_true", help="machine-readable output (one object per video)")
     p.add_argument("--no-cache", action="store_true", help="re-index instead of using the GOP index cache")
+    p.add_argument("--cache-dir", default=None, help="where the MV sidecars live when not beside the videos "
+                                                     "(default: $GPUDECODE_MVS_DIR, else beside them)")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("show", help="draw I-frame, MV (colour wheel) and residual of the sampled segments",
@@ -219,6 +248,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_positive, default=None, help="processes (default: all cores)")
     p.set_defaults(func=cmd_index)
 
+    p = sub.add_parser("mvs", help="export every video's MVs once into a sidecar file (clip.mp4.mvs), in parallel",
+                       formatter_class=defaults)
+    p.add_argument("videos", nargs="+", help="videos, folders or list files")
+    p.add_argument("--cache-dir", default=None, help="write the sidecars under this folder (mirroring the videos' "
+                                                     "absolute paths) instead of beside the videos, for read-only "
+                                                     "datasets (default: $GPUDECODE_MVS_DIR, else beside them)")
+    p.add_argument("--workers", type=_positive, default=None, help="processes (default: all cores)")
+    p.add_argument("--overwrite", action="store_true", help="rewrite sidecars that are already current")
+    p.add_argument("--timeout", type=float, default=None, help="seconds before a hung video is given up")
+    p.set_defaults(func=cmd_mvs)
+
     p = sub.add_parser("prepare", help="re-encode videos to the engine's canonical form", formatter_class=defaults)
     p.add_argument("src", nargs="+", help="a folder (searched recursively), or videos / list files")
     p.add_argument("dst", help="output folder; the source layout is kept, done files are skipped (resumable)")
@@ -227,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_size, default=None, help="resize to WIDTHxHEIGHT, e.g. 340x256 (default: keep)")
     p.add_argument("--workers", type=_positive, default=None, help="processes (default: all cores)")
     p.add_argument("--overwrite", action="store_true", help="re-encode files that are already done")
+    p.add_argument("--mvs", action=argparse.BooleanOptionalAction, default=True,
+                   help="write each output's MV sidecar (clip.mp4.mvs) as it is re-encoded")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("synth", help="generate the synthetic dataset whose classes differ by motion only",

@@ -9,6 +9,7 @@ I-frame and that P-frame's YUV planes.
 from __future__ import annotations
 
 import time
+import warnings
 from collections import defaultdict
 from typing import Iterable, Sequence
 
@@ -17,12 +18,14 @@ import numpy as np
 from gpudecode._av import motion_vector_buffer, yuv420_addresses
 from gpudecode._host import host_kernels
 from gpudecode.buffers import BufferPool
+from gpudecode.errors import SidecarError, SidecarWarning
 from gpudecode.gopreader import GopReader
 from gpudecode.index import GopIndex
 from gpudecode.kernels import CELL_SHIFT
 from gpudecode.kernels.reference import grid_shape
 from gpudecode.sample import MODALITIES, Sample, check_modalities
 from gpudecode.sampling import group_picks
+from gpudecode.sidecar import ClipMvs, SidecarReader, chain_count
 
 
 class _Workspace:
@@ -46,12 +49,25 @@ class _Workspace:
 
 
 class CpuBackend:
-    """Decode with PyAV on this process's core(s); run the kernels' host build."""
+    """Decode with PyAV on this process's core(s); run the kernels' host build.
+
+    ``mvs="sidecar"``: the P-frames' MV records come from the video's sidecar (gpudecode.sidecar) and
+    the decoder runs without MV export; a clip whose sidecar cannot be used decodes its MVs as before
+    (``sidecar_errors`` says which and why, each once; ``stats["sidecar_fallbacks"]`` counts clips).
+    """
 
     name = "cpu"
 
-    def __init__(self, *, threads: int = 1, pool: BufferPool | None = None):
+    def __init__(self, *, threads: int = 1, pool: BufferPool | None = None, mvs: str = "decode",
+                 sidecar_dir: str | None = None):
+        if mvs not in ("decode", "sidecar"):
+            raise ValueError(f"mvs must be 'decode' or 'sidecar', got {mvs!r}")
         self.threads = threads
+        self.mvs = mvs
+        self.sidecars = SidecarReader(sidecar_dir) if mvs == "sidecar" else None
+        #: sidecar path -> why it was not used (each once)
+        self.sidecar_errors: dict[str, str] = {}
+        self._side_buffer = np.empty(0, np.uint8)
         self.kernels = host_kernels()
         #: where samples' arrays come from: memory of samples the caller has dropped is reused
         #: (``BufferPool(0)`` allocates afresh for every clip)
@@ -91,9 +107,13 @@ class CpuBackend:
         clock, t_start = time.perf_counter, time.perf_counter()
         t_mv = t_kernels = 0.0
         matrix = index.colour_matrix
-        with GopReader(index, export_mvs=chain, threads=self.threads) as reader:
+        side = self._from_sidecar(index, by_gop) if chain and self.sidecars is not None else None
+        side_ptr = side.records.ctypes.data if side is not None else 0
+        t_mv += clock() - t_start
+        with GopReader(index, export_mvs=chain and side is None, threads=self.threads) as reader:
             for gop in sorted(by_gop):
                 at = by_gop[gop]
+                row = side.first_row[gop] if side is not None else 0
                 # The I-frame goes straight into the first segment that shows it (else into scratch);
                 # the residual reads it from there, other segments copy it after the GOP.
                 i_first = min(seg for segs in at.values() for seg in segs)
@@ -106,7 +126,12 @@ class CpuBackend:
                             (y, ys, u, v, uvs), owner = yuv420_addresses(frame)
                             to_rgb(y, ys, u, v, uvs, 1, w, h, matrix, rgb_ptr)
                     else:
-                        records, count, owner = motion_vector_buffer(frame)
+                        if side is None:
+                            records, count, owner = motion_vector_buffer(frame)
+                        else:  # the row-th chain P-frame of the GOP: the reader yields the chain in order
+                            a, count = side.offsets[row], side.offsets[row + 1] - side.offsets[row]
+                            records, row = side_ptr + 40 * int(a), row + 1
+                            count = int(count)
                         t1 = clock()
                         t_mv += t1 - t0
                         t0 = t1
@@ -141,9 +166,28 @@ class CpuBackend:
         stats["decode"] += reader.stats["decode"]
         stats["frames"] += reader.stats["frames"]
         stats["mv_parse"] += t_mv
+        stats["sidecar_clips"] += side is not None
         stats["kernels"] += t_kernels
         stats["total"] += clock() - t_start
         stats["clips"] += 1
         gops = np.array([g for g, _ in picks], np.int64)
         positions = np.array([p for _, p in picks], np.int64)
         return Sample(index.path, gops, positions, iframe, mv, residual, backend=self.name)
+
+    def _alloc_side(self, nbytes: int) -> np.ndarray:
+        if self._side_buffer.nbytes < nbytes:  # grows to the largest clip seen; records live for one decode
+            self._side_buffer = np.empty(max(nbytes, 2 * self._side_buffer.nbytes), np.uint8)
+        return self._side_buffer
+
+    def _from_sidecar(self, index: GopIndex, by_gop: dict) -> ClipMvs | None:
+        """The clip's MV records from its sidecar, or None (the reason kept once) to decode them."""
+        wanted = [(gop, chain_count(index, gop, max(at))) for gop, at in sorted(by_gop.items())]
+        try:
+            return self.sidecars.read(index, wanted, alloc=self._alloc_side)
+        except SidecarError as e:
+            self.stats["sidecar_fallbacks"] += 1
+            if e.path not in self.sidecar_errors:
+                self.sidecar_errors[e.path] = str(e)
+                if e.kind != "missing":
+                    warnings.warn(f"{e}; decoding this video's MVs instead", SidecarWarning, stacklevel=4)
+            return None

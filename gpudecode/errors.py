@@ -62,3 +62,38 @@ class BackendUnavailableError(GpudecodeError):
 
 class OrientationWarning(UserWarning):
     """The video has a display rotation that samples do not apply (they keep coded orientation)."""
+
+
+class SidecarError(GpudecodeError):
+    """An MV sidecar (``gpudecode.sidecar``) cannot be used: the clip falls back to decoding its MVs.
+
+    ``path`` is the sidecar's path; ``kind`` says why, in one word: ``missing``, ``stale`` (it
+    describes another version of the video), ``truncated``, ``corrupt`` or ``version`` (written by
+    another format version).
+    """
+
+    kind = "corrupt"
+
+
+class MissingSidecarError(SidecarError):
+    kind = "missing"
+
+
+class StaleSidecarError(SidecarError):
+    kind = "stale"
+
+
+class TruncatedSidecarError(SidecarError):
+    kind = "truncated"
+
+
+class CorruptSidecarError(SidecarError):
+    kind = "corrupt"
+
+
+class SidecarVersionError(SidecarError):
+    kind = "version"
+
+
+class SidecarWarning(UserWarning):
+    """A video's MV sidecar could not be used (stale, damaged, another version): its MVs are decoded."""

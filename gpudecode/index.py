@@ -16,7 +16,7 @@ import sqlite3
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import av
 import numpy as np
@@ -181,13 +181,18 @@ def _is_vfr(pts: np.ndarray) -> bool:
     return bool(np.any(np.abs(d - med) > max(1.0, 0.1 * med)))
 
 
-def build_index(path: str | os.PathLike) -> GopIndex:
-    """Decode ``path`` once (pixels discarded) and read its GOP table. Raises typed errors."""
+def build_index(path: str | os.PathLike, *, export_mvs: bool = False,
+                on_frame: Callable[[av.VideoFrame], None] | None = None) -> GopIndex:
+    """Decode ``path`` once (pixels discarded) and read its GOP table. Raises typed errors.
+
+    ``on_frame`` sees every decoded frame (with its MVs when ``export_mvs``): the MV sidecar writer
+    (``gpudecode.sidecar``) takes the index and the MVs from the same decoding pass.
+    """
     crash_if_testing(path)  # test-only hook (GPUDECODE_TEST_CRASH_ON); a no-op otherwise
     path = Path(path)
     st = path.stat() if path.exists() else None
     # The loop filter does not change picture types; skipping it makes indexing ~13% cheaper.
-    container, stream = open_video(path, options={"skip_loop_filter": "all"})
+    container, stream = open_video(path, export_mvs=export_mvs, options={"skip_loop_filter": "all"})
     types: list[int] = []
     pts: list[int | None] = []
     # Everything read from the stream is copied out while the container is open: after close() the
@@ -210,6 +215,8 @@ def build_index(path: str | os.PathLike) -> GopIndex:
                         rotation, mirrored = display_orientation(display_matrix(frame))
                     types.append(int(frame.pict_type))
                     pts.append(frame.pts)
+                    if on_frame is not None:
+                        on_frame(frame)
             finally:
                 frames.close()  # inside `with`: PyAV's generators free their packet only when closed
     except av.FFmpegError as e:

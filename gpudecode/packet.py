@@ -14,7 +14,9 @@ batch of packets into a batch of samples.
 
 from __future__ import annotations
 
+import contextlib
 import time
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable, Literal, Sequence
@@ -24,13 +26,18 @@ import numpy as np
 from gpudecode._av import motion_vector_buffer, yuv420_addresses
 from gpudecode._host import host_kernels
 from gpudecode.buffers import BufferPool
+from gpudecode.errors import SidecarError, SidecarWarning
 from gpudecode.gopreader import GopReader
 from gpudecode.index import GopIndex
 from gpudecode.kernels import CELL_SHIFT
 from gpudecode.sample import MODALITIES, check_modalities
 from gpudecode.sampling import group_picks
+from gpudecode.sidecar import ClipMvs, SidecarReader, chain_count
 
 Pixels = Literal["upload", "nvdec"]
+#: Where the MV records come from: the decoder (FFmpeg's export, every needed frame decoded) or the
+#: video's sidecar (gpudecode.sidecar), falling back to the decoder when the sidecar cannot be used.
+MvSource = Literal["decode", "sidecar"]
 
 #: Bytes of one FFmpeg AVMotionVector record as PyAV exports it (kernels/common.cuh).
 MV_RECORD_BYTES = 40
@@ -77,6 +84,10 @@ class ClipPacket:
     frame_indices: np.ndarray
     #: the CPU stage's seconds for this clip (demux, decode, mv_parse, copy, total)
     stats: dict = field(default_factory=dict, repr=False)
+    #: where the MV records came from ("decode" or "sidecar"), and why the sidecar was not used
+    #: when one was asked for ("" when it was, or was not asked for)
+    mvs: str = "decode"
+    sidecar_error: str = ""
 
     def __post_init__(self) -> None:
         t, f, k = len(self.gops), len(self.cell_shifts), len(self.frame_keys)
@@ -123,14 +134,26 @@ class CpuStage:
     """Decode-only half of the batched engine: ``stage(index, picks) -> ClipPacket``.
 
     One per loader worker (it keeps per-stage timings in ``stats``); ``pixels`` must match the GPU
-    stage the packets are meant for.
+    stage the packets are meant for. ``mvs="sidecar"`` reads the MV records from the video's sidecar
+    (``sidecar_dir``: its cache folder, see gpudecode.sidecar); with ``pixels="nvdec"`` as well, no
+    decoder is opened on the CPU at all. A clip whose sidecar cannot be used (missing, stale, damaged)
+    decodes its MVs instead; the packet says so (``packet.mvs``, ``packet.sidecar_error``), and each
+    such sidecar is in ``sidecar_errors`` once with the reason (a warning names it, except when it is
+    only missing).
     """
 
-    def __init__(self, *, pixels: Pixels = "upload", threads: int = 1):
+    def __init__(self, *, pixels: Pixels = "upload", threads: int = 1, mvs: MvSource = "decode",
+                 sidecar_dir: str | None = None):
         if pixels not in ("upload", "nvdec"):
             raise ValueError(f"pixels must be 'upload' or 'nvdec', got {pixels!r}")
+        if mvs not in ("decode", "sidecar"):
+            raise ValueError(f"mvs must be 'decode' or 'sidecar', got {mvs!r}")
         self.pixels = pixels
         self.threads = threads
+        self.mvs = mvs
+        self.sidecars = SidecarReader(sidecar_dir) if mvs == "sidecar" else None
+        #: sidecar path -> why it was not used (each once)
+        self.sidecar_errors: dict[str, str] = {}
         #: cumulative seconds per stage and clips done
         self.stats: dict[str, float] = defaultdict(float)
         #: the packets' host memory (planes, MV records), reused once the caller drops a packet
@@ -169,8 +192,14 @@ class CpuStage:
         y_bytes, uv_bytes, cw = i420_layout(w, h)
         frame_bytes = y_bytes + 2 * uv_bytes
         yuv = self.pool.take(len(keys) * frame_bytes if upload else 0)
-        # The MV records are appended to one buffer as they are read; it grows (rarely) by doubling.
-        records = self.pool.take(self._records_capacity)
+        side, side_error, t_side = None, "", 0.0
+        if chain and self.sidecars is not None:
+            side, side_error, t_side = self._from_sidecar(index, by_gop, p_positions)
+        if side is None:
+            # The MV records are appended to one buffer as they are read; it grows (rarely) by doubling.
+            records = self.pool.take(self._records_capacity)
+        else:
+            records = side.records
         used = 0
 
         # Addresses (ints) go to C: no NumPy view per frame (see gpudecode.cpu).
@@ -178,14 +207,24 @@ class CpuStage:
         yuv_ptr, records_ptr = yuv.ctypes.data, records.ctypes.data
         counts, shifts, first_of_gop = [0], [], {}
         clock = time.perf_counter
-        t_start = clock()
+        t_start = clock() - t_side
         t_mv = t_copy = 0.0
-        with GopReader(index, export_mvs=chain, threads=self.threads, fast=not upload) as reader:
-            for gop, at in by_gop.items():
+        reader_stats = {"demux": 0.0, "decode": 0.0, "frames": 0}
+        # From a sidecar, the decoder is needed only for uploaded pixels, and only up to the deepest frame
+        # whose pixels are used; with pixels="nvdec" it is never opened.
+        decode = side is None or (upload and bool(keys))
+        with GopReader(index, export_mvs=chain and side is None, threads=self.threads,
+                       fast=not upload) if decode else contextlib.nullcontext() as reader:
+            for gop, at in by_gop.items() if decode else ():
                 first_of_gop[gop] = len(counts) - 1
-                for pos, frame in reader.frames(gop, max(at) if chain else 0):
+                last = max(at) if chain else 0
+                if side is not None:
+                    last = max((pos for g, pos in keys if g == gop), default=-1)
+                    if last < 0:
+                        continue
+                for pos, frame in reader.frames(gop, last):
                     t0 = clock()
-                    if pos > 0:
+                    if pos > 0 and side is None:
                         address, count, owner = motion_vector_buffer(frame)
                         nbytes = count * MV_RECORD_BYTES
                         if used + nbytes > records.nbytes:
@@ -202,10 +241,15 @@ class CpuStage:
                         (y, ys, u, v, uvs), owner = yuv420_addresses(frame)
                         pack(y, ys, u, v, uvs, w, h, yuv_ptr + slot * frame_bytes)
                     t_copy += clock() - t1
+            if decode:
+                reader_stats = reader.stats
         t0 = clock()
-        mv_records = records[:used]
-        mv_offsets = np.cumsum(counts, dtype=np.int64)
-        cell_shifts = np.array(shifts, np.int32)  # twin: reference_batch.grid_cell_shifts
+        if side is None:
+            mv_records = records[:used]
+            mv_offsets = np.cumsum(counts, dtype=np.int64)
+            cell_shifts = np.array(shifts, np.int32)  # twin: reference_batch.grid_cell_shifts
+        else:
+            mv_records, mv_offsets, cell_shifts, first_of_gop = side.records, side.offsets, side.cell_shifts, side.first_row
         t_mv += clock() - t0
         t = len(picks)
         gops = np.array([g for g, _ in picks], np.int64)
@@ -218,8 +262,8 @@ class CpuStage:
             chain_len = np.array([sum(1 for q in p_positions[g] if q <= p) for g, p in picks], np.int64)
         iframe_slot = np.array([slot_of.get((g, 0), -1) for g in gops], np.int32)
         frame_slot = np.array([slot_of.get((g, p), -1) if want_res else -1 for g, p in picks], np.int32)
-        stats = {"demux": reader.stats["demux"], "decode": reader.stats["decode"], "frames": reader.stats["frames"],
-                 "mv_parse": t_mv, "copy": t_copy, "total": clock() - t_start}
+        stats = {"demux": reader_stats["demux"], "decode": reader_stats["decode"], "frames": reader_stats["frames"],
+                 "sidecar": t_side, "mv_parse": t_mv, "copy": t_copy, "total": clock() - t_start}
         for key, value in stats.items():
             self.stats[key] += value
         self.stats["clips"] += 1
@@ -229,7 +273,23 @@ class CpuStage:
             mv_records=mv_records, mv_offsets=mv_offsets, cell_shifts=cell_shifts,
             chain_first=np.array([first_of_gop[g] if chain else 0 for g in gops], np.int32),
             frame_keys=np.array(keys, np.int32).reshape(-1, 2), iframe_slot=iframe_slot, frame_slot=frame_slot,
-            yuv=yuv, frame_indices=np.array([index.gop_starts[g] + p for g, p in keys], np.int64), stats=stats)
+            yuv=yuv, frame_indices=np.array([index.gop_starts[g] + p for g, p in keys], np.int64), stats=stats,
+            mvs="decode" if side is None else "sidecar", sidecar_error=side_error)
+
+    def _from_sidecar(self, index: GopIndex, by_gop: dict, p_positions) -> tuple[ClipMvs | None, str, float]:
+        """The clip's MV records from its sidecar, or (None, why not) to decode them; and the seconds spent."""
+        t0 = time.perf_counter()
+        wanted = [(gop, chain_count(index, gop, max(at))) for gop, at in by_gop.items()]
+        try:
+            side = self.sidecars.read(index, wanted, alloc=self.pool.take)
+        except SidecarError as e:
+            self.stats["sidecar_fallbacks"] += 1
+            if e.path not in self.sidecar_errors:
+                self.sidecar_errors[e.path] = str(e)
+                if e.kind != "missing":
+                    warnings.warn(f"{e}; decoding this video's MVs instead", SidecarWarning, stacklevel=3)
+            return None, str(e), time.perf_counter() - t0
+        return side, "", time.perf_counter() - t0
 
 
-__all__ = ["ClipPacket", "CpuStage", "MV_RECORD_BYTES", "Pixels", "i420_layout"]
+__all__ = ["ClipPacket", "CpuStage", "MV_RECORD_BYTES", "MvSource", "Pixels", "i420_layout"]

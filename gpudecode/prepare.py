@@ -279,16 +279,30 @@ def _collect(
 
 
 def _prepare_job(job: tuple[str, str, dict[str, Any]]) -> str | None:
-    """Worker: run :func:`prepare_one`, turn any error into a message so one file never stops a run."""
+    """Worker: run :func:`prepare_one` (and write the output's MV sidecar), turn any error into a message
+    so one file never stops a run. ``options["encode"]`` False: the output exists, only its sidecar is due."""
     src, out, options = job
+    options = dict(options)
+    mvs, encode = options.pop("mvs", False), options.pop("encode", True)
     crash_if_testing(src)  # test-only hook (GPUDECODE_TEST_CRASH_ON); a no-op otherwise
     try:
-        prepare_one(src, out, **options)
+        if encode:
+            prepare_one(src, out, **options)
+        if mvs:
+            from .sidecar import write_sidecar
+
+            write_sidecar(out)
     except GpudecodeError as e:
         return str(e)
     except Exception as e:  # a bug or an FFmpeg surprise: still report it against the file
         return f"{src}: unexpected {type(e).__name__}: {e}"
     return None
+
+
+def _sidecar_due(out: Path) -> bool:
+    from .sidecar import SidecarReader
+
+    return SidecarReader().current(out) is not None
 
 
 def run_parallel(
@@ -330,6 +344,7 @@ def prepare_videos(
     workers: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    mvs: bool = True,
 ) -> PrepareReport:
     """Re-encode a folder (recursively) or a list of videos into canonical form under ``dst``.
 
@@ -338,7 +353,9 @@ def prepare_videos(
     already exist are skipped unless ``overwrite``, so an interrupted run resumes where it stopped;
     outputs are renamed into place only when complete. A bad input is recorded in
     ``report.failed`` with its typed error's message and never stops the run.
-    ``size`` is ``(width, height)``, e.g. ``(340, 256)`` as in the published recipe.
+    ``size`` is ``(width, height)``, e.g. ``(340, 256)`` as in the published recipe. ``mvs``: also
+    write each output's MV sidecar (``gpudecode.sidecar``, beside it), decoding the output once more;
+    a skipped output whose sidecar is missing or stale gets one.
     """
     start = time.perf_counter()
     if codec not in CODECS:
@@ -357,6 +374,7 @@ def prepare_videos(
     options = {"codec": codec, "gop": gop, "size": size, "quality": quality, "container": container}
     jobs: list[tuple[str, str, dict[str, Any]]] = []
     claimed: dict[Path, Path] = {}
+    sidecar_only: set[str] = set()  # outputs already there, whose sidecar is due
     for src in files:
         out = dst / Path(os.path.abspath(src)).relative_to(os.path.abspath(base)).with_suffix("." + container)
         if out in claimed:
@@ -367,8 +385,11 @@ def prepare_videos(
         claimed[out] = src
         if out.exists() and not overwrite:
             report.skipped.append(out)
+            if mvs and _sidecar_due(out):
+                jobs.append((os.fspath(src), os.fspath(out), {**options, "mvs": True, "encode": False}))
+                sidecar_only.add(os.fspath(out))
         else:
-            jobs.append((os.fspath(src), os.fspath(out), options))
+            jobs.append((os.fspath(src), os.fspath(out), {**options, "mvs": mvs}))
 
     workers = (os.cpu_count() or 1) if workers is None else workers
     for (src, out, _), message, error in run_parallel(
@@ -379,7 +400,8 @@ def prepare_videos(
         elif error is not None:
             message = f"{src}: worker failed: {type(error).__name__}: {error}"
         if message is None:
-            report.done.append(Path(out))
+            if out not in sidecar_only:
+                report.done.append(Path(out))
         else:
             report.failed.append((Path(src), message))
     report.done.sort()

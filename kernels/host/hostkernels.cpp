@@ -69,6 +69,42 @@ extern "C" int gd_host_append_mvs(const gd_motion_vector* mvs, int num_mvs, gd_u
     return off_grid ? 0 : cell_shift;
 }
 
+// Host glue for the MV sidecar reader (gpudecode/sidecar.py), not a kernel: the first `frames` P-frames
+// of one GOP as stored (counts[f] records per frame, 10 packed bytes each: u8 w, h, then int16 x0, y0 as
+// differences from the GOP's record before, dx = dst_x - src_x, dy), expanded into FFmpeg's records as the
+// decoder exports them (source -1, the fields the kernels do not read 0), with each frame's cell shift by
+// gd_host_append_mvs's rule. All arithmetic wraps at 16 bits, as the writer's did. Returns records written.
+// The caller has checked that `stored` holds every record asked for and `out` has room for them.
+extern "C" int gd_host_expand_mvs(const gd_u8* stored, const unsigned int* counts, int frames, gd_u8* out,
+                                  int* shifts, int cell_shift) {
+    const int cell_mask = (1 << cell_shift) - 1;
+    gd_motion_vector* dst = (gd_motion_vector*)out;
+    gd_i16 x0 = 0, y0 = 0;
+    int total = 0;
+    for (int f = 0; f < frames; ++f) {
+        int off_grid = 0;
+        for (unsigned int i = 0; i < counts[f]; ++i, stored += 10) {
+            gd_i16 v[4];
+            memcpy(v, stored + 2, sizeof v);  // unaligned, little-endian (as every host this builds for)
+            x0 = (gd_i16)(x0 + v[0]);
+            y0 = (gd_i16)(y0 + v[1]);
+            gd_motion_vector m;
+            memset(&m, 0, sizeof m);
+            m.source = -1;
+            m.w = stored[0];
+            m.h = stored[1];
+            m.dst_x = (gd_i16)(x0 + m.w / 2);
+            m.dst_y = (gd_i16)(y0 + m.h / 2);
+            m.src_x = (gd_i16)(m.dst_x - v[2]);
+            m.src_y = (gd_i16)(m.dst_y - v[3]);
+            off_grid |= ((m.dst_x - m.w / 2) | (m.dst_y - m.h / 2) | m.w | m.h) & cell_mask;
+            dst[total++] = m;
+        }
+        shifts[f] = off_grid ? 0 : cell_shift;
+    }
+    return total;
+}
+
 // Which sources this library was built from (see gpudecode/_host.py): a library built from older
 // sources is never called with newer signatures.
 #ifndef GD_SOURCES_DIGEST

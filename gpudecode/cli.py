@@ -120,9 +120,15 @@ def cmd_show(args) -> int:
     from gpudecode.visualize import save_sample_figure
 
     sampler = VideoSampler(num_segments=args.segments, backend=args.backend)
+    num_gops = sampler.index(args.video).num_gops
+    note = None
+    if num_gops < args.segments:  # more segments would share GOPs and draw the same I-frame twice
+        note = f"{num_gops} GOPs: showing {num_gops} segments, one per GOP (asked for {args.segments})"
+        sampler.num_segments = num_gops
+        print(f"{args.video}: {note}")
     sample = sampler(args.video, mode=args.mode, rng=args.seed)
     try:
-        out = save_sample_figure(sample, args.output)
+        out = save_sample_figure(sample, args.output, note=note)
     except OSError as e:
         raise UsageError(f"cannot write {args.output}: {e.strerror or e}", "choose another -o/--output") from None
     print(f"{sample}\nwrote {os.path.abspath(out)}")
@@ -207,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=defaults)
     p.add_argument("video", help="the video to draw")
     p.add_argument("-o", "--output", default="sample.png", help="PNG to write (its path is printed)")
-    p.add_argument("--segments", type=_positive, default=8, help="TSN segments, one column each")
+    p.add_argument("--segments", type=_positive, default=8,
+                   help="TSN segments, one column each (at most one per GOP: fewer when the video has fewer GOPs)")
     p.add_argument("--mode", choices=["train", "test"], default="test",
                    help="test: centre GOP and middle P-frame of each segment; train: random ones (--seed)")
     p.add_argument("--seed", type=int, default=0, help="random picks in --mode train")

@@ -42,6 +42,25 @@ def test_show_draws_a_png(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
+def test_show_never_draws_a_gop_twice_and_says_so(tmp_path, capsys):
+    # 3 GOPs and the default 8 segments: each column used to be drawn two or three times
+    assert main(["show", str(clip(tmp_path / "v.mp4")), "-o", str(tmp_path / "s.png")]) == 0
+    out = capsys.readouterr().out
+    assert "3 GOPs: showing 3 segments, one per GOP (asked for 8)" in out
+    assert "picks=[(0, 6), (1, 6), (2, 3)]" in out and "iframe=(3, 72, 96, 3)" in out
+
+
+def test_figure_drops_segments_that_share_a_gop_and_stretches_the_residual():
+    from gpudecode.visualize import distinct_gop_segments, residual_scale, residual_to_rgb
+
+    assert distinct_gop_segments([0, 0, 1, 1, 2, 2, 3]) == [0, 2, 4, 6]
+    residual = np.array([[-200, -100, 0], [50, 100, 0]], np.int16)[..., None].repeat(3, -1)
+    assert residual_scale(residual) == np.percentile(np.abs(residual).astype(np.float32), 99)
+    assert residual_scale(np.zeros((4, 4, 3), np.int16)) == 1.0  # an all-zero residual stays grey
+    grey = residual_to_rgb(residual, 100)[..., 0]
+    assert grey.tolist() == [[0, 1, 128], [192, 255, 128]]  # symmetric around 128, clipped beyond the scale
+
+
 def test_show_on_a_missing_file_is_a_clean_error(tmp_path, capsys):
     assert main(["show", str(tmp_path / "nope.mp4")]) == 2
     assert "nope.mp4: no such file" in capsys.readouterr().err

@@ -252,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=defaults)
     p.add_argument("videos", nargs="*", help="videos, folders or list files (default: a generated synthetic set)")
     p.add_argument("--backend", choices=["cpu", "gpu", "both"], default="cpu",
-                   help="gpu/both need an NVIDIA GPU and gpudecode[cuda12|cuda13]")
+                   help="gpu/both need an NVIDIA GPU and the cuda13 or cuda12 extra (README, Installing)")
     p.add_argument("--segments", type=_positive, default=8, help="TSN segments per clip")
     p.add_argument("--clips", type=_positive, default=200, help="clips to decode per backend")
     p.add_argument("--workers", type=_positive, default=None, help="CPU worker processes (default: all cores)")

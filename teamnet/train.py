@@ -100,7 +100,7 @@ def evaluate(model: nn.Module, loader: ClipLoader, round_: int, cfg: TrainConfig
 
     Raises :class:`_Stop` when Ctrl-C was pressed (checked between batches, on all ranks together).
     """
-    from tqdm.auto import tqdm
+    from gpudecode.progress import tqdm  # plain lines when stderr is a log file
 
     inner = unwrap_model(model)
     model.eval()
@@ -323,7 +323,7 @@ class _Loop:
 
     def train_epoch(self, epoch: int, first: int, tally: EpochTally) -> bool:
         """Steps ``first``.. of ``epoch`` (0-based); True when ``max_steps`` stopped the run part-way."""
-        from tqdm.auto import tqdm
+        from gpudecode.progress import tqdm  # plain lines when stderr is a log file
 
         cfg, env, optimizer, scaler = self.cfg, self.env, self.optimizer, self.scaler
         epochs = cfg.optim.epochs

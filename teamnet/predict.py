@@ -134,12 +134,12 @@ class Predictor:
         cams = self.model.class_activation_maps(out.features, target.to(self.device))
         return probs, sample, note, {m: c[0].cpu() for m, c in cams.items()}
 
-    def save_cams(self, sample, cams, path: str | os.PathLike, title: str) -> Path:
+    def save_cams(self, sample, cams, path: str | os.PathLike, title: str, class_name: str | None = None) -> Path:
         from teamnet.cam import draw_cams
 
         h, w = getattr(sample, sample.modalities[0]).shape[1:3]
         frames = _raw_crop(sample, _display_window(h, w, self.crop_size, self.scale_size), self.crop_size)
-        return draw_cams(frames, cams, path, title=title)
+        return draw_cams(frames, cams, path, title=title, class_name=class_name)
 
 
 def _cam_path(base: str, video: str, many: bool) -> str:
@@ -189,7 +189,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
             best = predictor.classes[int(top.indices[0])]
             try:
                 predictor.save_cams(sample, result[3], path,
-                                    f"{Path(video).name}: {best} ({100 * float(top.values[0]):.1f}%)")
+                                    f"{Path(video).name}: {best} ({100 * float(top.values[0]):.1f}%)", best)
             except OSError as e:
                 from gpudecode._cli_errors import UsageError
 

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from gpudecode.progress import tqdm  # plain lines when stderr is a log file
 
 from benchmarks.common import machine_info, write_result
 

@@ -18,11 +18,10 @@ import threading
 
 import numpy as np
 
-from gpudecode.errors import BackendUnavailableError
+from gpudecode.errors import GPU_INSTALL_REMEDY, BackendUnavailableError
 from gpudecode.kernels import CUDA_SOURCES, KERNEL_DIR, KERNEL_NAMES
 
-_REMEDY = ("install the CUDA extra that matches the driver: `pip install gpudecode[cuda13]` "
-           "(Turing and newer) or `gpudecode[cuda12]` (V100 and newer), on a machine with an NVIDIA GPU")
+_REMEDY = GPU_INSTALL_REMEDY
 _BLOCK_2D = (32, 8, 1)
 #: NVRTC options for the kernels' module (tests compile the same string with cuda.bindings.nvrtc).
 NVRTC_OPTIONS = ("--std=c++14", f"-I{KERNEL_DIR}")

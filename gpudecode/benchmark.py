@@ -1,7 +1,13 @@
 """`gpudecode benchmark`: engine throughput on all CPU cores and/or the GPU, with per-stage times.
 
 The CPU side runs one engine per worker process (the way a training loader uses it); the GPU side
-runs in this process. Results go to JSON with the machine, the GPU, the driver and the commit.
+runs in this process. Results go to JSON with the machine, the GPU, the driver and the commit: at
+``--out``, by default in the user's cache folder (never into the checkout, whose ``benchmarks/results``
+holds the measurements the README quotes).
+
+Rows (``BACKEND_ROWS``): ``cpu`` the CPU engine; ``cpu_stage`` (with ``--backend both``) the GPU path's
+CPU stage alone, i.e. the most the GPU path can reach with these cores; ``gpu_upload``/``gpu_nvdec`` the
+GPU path with the frames' pixels decoded on the CPU and uploaded, or decoded by NVDEC.
 """
 
 from __future__ import annotations
@@ -93,6 +99,27 @@ def write_result(name: str, payload: dict, output: str | os.PathLike | None = No
     return path
 
 
+#: What each row of the report measures (printed under the table).
+BACKEND_ROWS = {
+    "cpu": "the CPU engine, one per worker process (as a training loader runs it)",
+    "cpu_stage": "the GPU path's CPU stage alone (decode with MV export into packets, no pixel work): "
+                 "the most the GPU path can reach with these cores",
+    "gpu_upload": "the GPU path, pixels decoded on the CPU and uploaded",
+    "gpu_nvdec": "the GPU path, pixels decoded by NVDEC",
+}
+#: Stage columns in pipeline order (``ms_per_clip_by_stage`` keys).
+STAGE_ORDER = ("demux", "decode", "mv_parse", "kernels", "copy", "total")
+#: The clips measured when no video is given: ``gpudecode synth``, one clip per class.
+SYNTH_CLIPS = {"size": (340, 256), "num_frames": 96, "codec": "mpeg4", "gop": 12}
+
+
+def default_output(name: str = "engine") -> Path:
+    """``<cache>/benchmarks/<name>_<host>.json``, beside the GOP index cache (``GPUDECODE_CACHE_DIR``)."""
+    from gpudecode.index import default_cache_path
+
+    return default_cache_path().parent / "benchmarks" / f"{name}_{socket.gethostname()}.json"
+
+
 def _cpu_worker(job: tuple[list[str], int, int, int]) -> dict:
     paths, clips, segments, seed = job
     from gpudecode.cpu import CpuBackend
@@ -153,18 +180,34 @@ def bench_gpu(paths: Sequence[str], *, clips: int, segments: int, pixels: str) -
     return {"pixels": pixels, "gpu": backend.device_name, **_summarise(stats, wall, segments)}
 
 
-def synthetic_clips(size: tuple[int, int] = (340, 256), codec: str = "mpeg4") -> list[str]:
+def synthetic_clips(size: tuple[int, int] = SYNTH_CLIPS["size"], codec: str = SYNTH_CLIPS["codec"]) -> list[str]:
+    """The default benchmark set: one ``gpudecode synth`` clip per class, made once in the temp folder."""
     from gpudecode.synth import make_synthetic_dataset
 
-    root = Path(tempfile.gettempdir()) / f"gpudecode-bench-synth-{size[0]}x{size[1]}-{codec}"
+    root = synthetic_root(size, codec)
     if not (root / "test.txt").exists():
-        make_synthetic_dataset(root, num_videos_per_class=1, size=size, num_frames=96, codec=codec, seed=0, progress=False)
+        make_synthetic_dataset(root, num_videos_per_class=1, size=size, num_frames=SYNTH_CLIPS["num_frames"],
+                               codec=codec, gop=SYNTH_CLIPS["gop"], seed=0, progress=False)
     return sorted(str(p) for p in (root / "videos").rglob("*.mp4"))
+
+
+def synthetic_root(size: tuple[int, int] = SYNTH_CLIPS["size"], codec: str = SYNTH_CLIPS["codec"]) -> Path:
+    return Path(tempfile.gettempdir()) / f"gpudecode-bench-synth-{size[0]}x{size[1]}-{codec}"
+
+
+def describe_data(num_videos: int, synthetic: bool) -> str:
+    """What the report's videos are, in one line."""
+    if not synthetic:
+        return f"{num_videos} video(s) given on the command line"
+    w, h = SYNTH_CLIPS["size"]
+    return (f"{num_videos} synthetic clips (no video given): `gpudecode synth`, one per motion class, "
+            f"{SYNTH_CLIPS['codec']} {w}x{h}, {SYNTH_CLIPS['num_frames']} frames, GOP {SYNTH_CLIPS['gop']}, "
+            f"in {synthetic_root()}")
 
 
 def run_benchmark(paths: Sequence[str | os.PathLike] | None = None, *, backends: str = "cpu", num_segments: int = 8,
                   clips: int = 200, workers: int | None = None, output: str | os.PathLike | None = None) -> dict:
-    """Measure and write JSON; returns the report (its ``summary`` is what the CLI prints)."""
+    """Measure and write JSON (``output``, default :func:`default_output`); returns the report."""
     from gpudecode.errors import GpudecodeError
     from gpudecode.index import index_videos
 
@@ -174,6 +217,7 @@ def run_benchmark(paths: Sequence[str | os.PathLike] | None = None, *, backends:
         from gpudecode._cuda import import_cupy
 
         import_cupy()
+    synthetic = not paths
     paths = [str(p) for p in paths] if paths else synthetic_clips()
     indexed = index_videos(paths, progress=False)
     readable = [p for p, ix in indexed.items() if not isinstance(ix, Exception) and not ix.problems()]
@@ -183,7 +227,8 @@ def run_benchmark(paths: Sequence[str | os.PathLike] | None = None, *, backends:
         first = next(iter(skipped.values()), "")
         raise GpudecodeError(None, f"none of the {len(paths)} videos can be read by the engine as is "
                                    f"(e.g. {first})", "check them with `gpudecode inspect`; run `gpudecode prepare`")
-    report: dict = {"videos": readable, "skipped": skipped, "segments": num_segments, "results": {}}
+    report: dict = {"data": describe_data(len(readable), synthetic), "videos": readable, "skipped": skipped,
+                    "segments": num_segments, "clips_per_backend": clips, "rows": {}, "results": {}}
     if backends in ("cpu", "both"):
         report["results"]["cpu"] = bench_cpu(readable, clips=clips, segments=num_segments, workers=workers)
     if backends == "both":  # the GPU path's ceiling, measurable on any machine: its CPU stage alone
@@ -196,29 +241,48 @@ def run_benchmark(paths: Sequence[str | os.PathLike] | None = None, *, backends:
                 report["results"][f"gpu_{pixels}"] = bench_gpu(readable, clips=clips, segments=num_segments, pixels=pixels)
             except Exception as e:  # report what could not run instead of losing the CPU numbers
                 report["results"][f"gpu_{pixels}"] = {"error": f"{type(e).__name__}: {e}"}
+    report["rows"] = {name: BACKEND_ROWS[name] for name in report["results"]}
     report["summary"] = {name: {k: r.get(k) for k in ("clips_per_s", "decoded_frames_per_s", "error") if k in r}
                          for name, r in report["results"].items()}
-    report["output"] = str(write_result("engine", report, output))
+    report["output"] = str(write_result("engine", report, output if output is not None else default_output()))
     return report
 
 
+def failures(report: dict) -> dict[str, list[str]]:
+    """``{error: [rows]}``: both GPU rows usually fail for the same reason, said once."""
+    out: dict[str, list[str]] = {}
+    for name, r in report["results"].items():
+        if "error" in r:
+            out.setdefault(r["error"], []).append(name)
+    return out
+
+
 def format_report(report: dict) -> str:
-    """What ``gpudecode benchmark`` prints: skipped videos, clips/s and per-stage ms per clip, the JSON path."""
+    """What ``gpudecode benchmark`` prints: the data, skipped videos, a labelled table, what the rows are, the JSON."""
     lines = []
     skipped = report.get("skipped") or {}
     if skipped:
         lines.append(f"skipped {len(skipped)} video(s) the engine cannot read as is:")
         lines += [f"  {message if path in message else f'{path}: {message}'}" for path, message in skipped.items()]
-    lines.append(f"{len(report['videos'])} video(s), {report['segments']} segments per clip")
-    stages = sorted({k for r in report["results"].values() for k in r.get("ms_per_clip_by_stage", {})})
-    header = f"{'backend':<12s} {'clips/s':>9s} {'frames/s':>10s}" + "".join(f" {s:>10s}" for s in stages)
-    lines += [header + "   (ms per clip by stage)", "-" * len(header)]
-    for name, r in report["results"].items():
-        if "error" in r:
-            lines.append(f"{name:<12s} failed: {r['error']}")
-            continue
+    lines.append(f"data: {report.get('data') or describe_data(len(report['videos']), False)}")
+    lines.append(f"{report['segments']} segments per clip, {report.get('clips_per_backend', '?')} clips per row")
+    measured = {name: r for name, r in report["results"].items() if "error" not in r}
+    found = {k for r in measured.values() for k in r.get("ms_per_clip_by_stage", {})}
+    stages = [s for s in STAGE_ORDER if s in found] + sorted(found - set(STAGE_ORDER))
+    name_w = max([len("backend")] + [len(n) for n in measured])
+    left = f"{'backend':<{name_w}s} {'clips/s':>8s} {'frames/s':>9s}"
+    right = "".join(f" {s:>8s}" for s in stages)
+    group = f"{'':<{name_w}s} {'throughput (all workers)':>18s}"
+    if stages:
+        group = group.ljust(len(left)) + "  " + "ms per clip in each stage (a worker's wall time)".center(len(right))
+    lines += [group.rstrip(), left + " " + right, "-" * len(left + " " + right)]
+    for name, r in measured.items():
         by_stage = r.get("ms_per_clip_by_stage", {})
-        lines.append(f"{name:<12s} {r['clips_per_s']:9.1f} {r['decoded_frames_per_s']:10.0f}"
-                     + "".join(f" {by_stage[s]:10.2f}" if s in by_stage else f" {'-':>10s}" for s in stages))
+        lines.append(f"{name:<{name_w}s} {r['clips_per_s']:8.1f} {r['decoded_frames_per_s']:9.0f} "
+                     + "".join(f" {by_stage[s]:8.2f}" if s in by_stage else f" {'-':>8s}" for s in stages))
+    for error, names in failures(report).items():  # the CLI prints the error itself once, on stderr
+        lines.append(f"{', '.join(names)}: not measured ({error.split(':', 1)[0]}, the error is on stderr)")
+    lines.append("frames/s: frames decoded per second; total: the whole clip, the stages plus the Python around them")
+    lines += [f"{name}: {BACKEND_ROWS.get(name, '')}" for name in report["results"]]
     lines.append(f"wrote {os.path.abspath(report['output'])}")
     return "\n".join(lines)

@@ -147,9 +147,15 @@ def cmd_show(args) -> int:
     from gpudecode.visualize import save_sample_figure
 
     sampler = VideoSampler(num_segments=args.segments, backend=args.backend)
+    num_gops = sampler.index(args.video).num_gops
+    note = None
+    if num_gops < args.segments:  # more segments would share GOPs and draw the same I-frame twice
+        note = f"{num_gops} GOPs: showing {num_gops} segments, one per GOP (asked for {args.segments})"
+        sampler.num_segments = num_gops
+        print(f"{args.video}: {note}")
     sample = sampler(args.video, mode=args.mode, rng=args.seed)
     try:
-        out = save_sample_figure(sample, args.output)
+        out = save_sample_figure(sample, args.output, note=note)
     except OSError as e:
         raise UsageError(f"cannot write {args.output}: {e.strerror or e}", "choose another -o/--output") from None
     print(f"{sample}\nwrote {os.path.abspath(out)}")
@@ -197,14 +203,14 @@ def cmd_synth(args) -> int:
 
 
 def cmd_benchmark(args) -> int:
-    from gpudecode.benchmark import format_report, run_benchmark
+    from gpudecode.benchmark import failures, format_report, run_benchmark
 
     report = run_benchmark(expand_videos(args.videos) if args.videos else None, backends=args.backend,
-                           num_segments=args.segments, clips=args.clips, workers=args.workers, output=args.output)
+                           num_segments=args.segments, clips=args.clips, workers=args.workers, output=args.out)
     print(format_report(report))
-    failed = {name: r["error"] for name, r in report["results"].items() if "error" in r}
-    for name, error in failed.items():
-        print(f"gpudecode benchmark: error: {name}: {error}", file=sys.stderr)
+    failed = failures(report)
+    for error, names in failed.items():  # once per reason: both GPU rows usually fail for the same one
+        print(f"gpudecode benchmark: error: {', '.join(names)}: {error}", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -236,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=defaults)
     p.add_argument("video", help="the video to draw")
     p.add_argument("-o", "--output", default="sample.png", help="PNG to write (its path is printed)")
-    p.add_argument("--segments", type=_positive, default=8, help="TSN segments, one column each")
+    p.add_argument("--segments", type=_positive, default=8,
+                   help="TSN segments, one column each (at most one per GOP: fewer when the video has fewer GOPs)")
     p.add_argument("--mode", choices=["train", "test"], default="test",
                    help="test: centre GOP and middle P-frame of each segment; train: random ones (--seed)")
     p.add_argument("--seed", type=int, default=0, help="random picks in --mode train")
@@ -285,13 +292,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("benchmark", help="clips/s of the engine on the CPU (all cores), the GPU, or both",
                        formatter_class=defaults)
-    p.add_argument("videos", nargs="*", help="videos, folders or list files (default: a generated synthetic set)")
+    p.add_argument("videos", nargs="*", help="videos, folders or list files (default: 8 synthetic clips, one per "
+                                             "motion class, mpeg4 340x256, 96 frames, GOP 12, made once in the temp "
+                                             "folder)")
     p.add_argument("--backend", choices=["cpu", "gpu", "both"], default="cpu",
-                   help="gpu/both need an NVIDIA GPU and gpudecode[cuda12|cuda13]")
+                   help="cpu: the CPU engine; gpu: the GPU path (rows gpu_upload, gpu_nvdec); both: all of them "
+                        "plus cpu_stage, the GPU path's CPU stage alone (its ceiling on these cores); gpu/both need "
+                        "an NVIDIA GPU and the cuda13 or cuda12 extra (README, Installing)")
     p.add_argument("--segments", type=_positive, default=8, help="TSN segments per clip")
     p.add_argument("--clips", type=_positive, default=200, help="clips to decode per backend")
     p.add_argument("--workers", type=_positive, default=None, help="CPU worker processes (default: all cores)")
-    p.add_argument("--output", default=None, help="JSON path (default: benchmarks/results/engine_<host>.json)")
+    p.add_argument("--out", "--output", dest="out", default=None,
+                   help="JSON path (default: ~/.cache/gpudecode/benchmarks/engine_<host>.json, or under "
+                        "$GPUDECODE_CACHE_DIR; the path written is printed)")
     p.set_defaults(func=cmd_benchmark)
     return parser
 

@@ -8,7 +8,7 @@ from typing import Iterable, Literal, Sequence
 
 import numpy as np
 
-from gpudecode.errors import BackendUnavailableError, OrientationWarning
+from gpudecode.errors import GPU_INSTALL_REMEDY, BackendUnavailableError, OrientationWarning
 from gpudecode.index import GopIndex, IndexCache, index_video, resolve_cache
 from gpudecode.sample import MODALITIES, Sample
 from gpudecode.sampling import Mode, sample_gops
@@ -34,7 +34,7 @@ def get_backend(backend: BackendName = "cpu", *, threads: int = 1, verbose: bool
                 if isinstance(e, BackendUnavailableError):
                     raise
                 raise BackendUnavailableError(None, f"the GPU backend is not available: {e}",
-                                              "install gpudecode[cuda12] or gpudecode[cuda13] on a machine with an NVIDIA GPU") from e
+                                              GPU_INSTALL_REMEDY) from e
             if verbose:
                 print(f"gpudecode: using the CPU backend ({e})")
         else:

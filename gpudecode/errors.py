@@ -11,6 +11,11 @@ from __future__ import annotations
 import os
 
 PREPARE_REMEDY = "re-encode it with `gpudecode prepare`"
+#: Every "the GPU path is not available" hint: the extra in both install forms (a checkout, as the README
+#: installs, and a package index), and which CUDA line fits which GPU (CUDA 13 dropped V100, DESIGN §4).
+GPU_INSTALL_REMEDY = ('install the CUDA extra on a machine with an NVIDIA GPU: in a checkout '
+                      '`pip install -e ".[cuda13]"` (Turing and newer) or `pip install -e ".[cuda12]"` (V100 and '
+                      'newer); from a package index `pip install "gpudecode[cuda13]"` or `"gpudecode[cuda12]"`')
 
 
 class GpudecodeError(Exception):

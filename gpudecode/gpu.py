@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Literal, Sequence
 
-from gpudecode.errors import BackendUnavailableError
+from gpudecode.errors import GPU_INSTALL_REMEDY, BackendUnavailableError
 from gpudecode.index import GopIndex
 from gpudecode.packet import CpuStage
 from gpudecode.sample import MODALITIES, Sample
@@ -39,7 +39,7 @@ def _import_nvc():
         import PyNvVideoCodec as nvc  # raises RuntimeError, not ImportError, without a driver
     except Exception as e:
         raise BackendUnavailableError(None, f"PyNvVideoCodec cannot be used ({type(e).__name__}: {e})",
-                                      "install gpudecode[cuda12] or gpudecode[cuda13], or use pixels='upload'") from e
+                                      f"{GPU_INSTALL_REMEDY}; or use pixels='upload'") from e
     return nvc
 
 

@@ -358,7 +358,7 @@ def index_videos(paths: Iterable[str | os.PathLike], *, workers: int | None = No
     (a decoder crash: "crashed the decoder (SIGSEGV)") or keeps it busy past ``timeout`` seconds
     costs that file only: it gets a :class:`CorruptVideoError`, cached like any other failure.
     """
-    from tqdm.auto import tqdm
+    from gpudecode.progress import tqdm  # plain lines when stderr is a log file
 
     from gpudecode.workers import WorkerDied, run_isolated
 

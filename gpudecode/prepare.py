@@ -315,7 +315,7 @@ def run_parallel(
     :func:`~gpudecode.workers.run_isolated`). ``workers=0`` runs in this process (easy to debug, but
     a crash there ends the run).
     """
-    from tqdm import tqdm
+    from gpudecode.progress import tqdm  # plain lines when stderr is a log file
 
     with tqdm(total=len(jobs), disable=not progress, unit="video", desc=desc) as bar:
         if workers < 1:

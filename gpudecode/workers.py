@@ -10,6 +10,7 @@ the run goes on.
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import time
@@ -22,12 +23,24 @@ from typing import Any
 #: Test-only: a process about to read a file whose path contains this string kills itself with SIGSEGV.
 #: It stands in for a decoder crash so that the containment above can be tested; never set it otherwise.
 TEST_CRASH_ENV = "GPUDECODE_TEST_CRASH_ON"
+#: Test-only: a folder where the crashing process writes the :mod:`faulthandler` dump a native crash
+#: prints (one ``crash-<pid>.txt`` each), so that a test reads it instead of it reaching the terminal.
+TEST_CRASH_DUMPS_ENV = "GPUDECODE_TEST_CRASH_DUMPS"
+_dump_file = None  # kept open: faulthandler writes to it while the process dies
 
 
 def crash_if_testing(path: str | os.PathLike) -> None:
     """Test-only hook (see :data:`TEST_CRASH_ENV`); one environment lookup when unset."""
+    global _dump_file
     needle = os.environ.get(TEST_CRASH_ENV)
     if needle and needle in os.fspath(path):
+        dumps = os.environ.get(TEST_CRASH_DUMPS_ENV)
+        if dumps:
+            _dump_file = open(os.path.join(dumps, f"crash-{os.getpid()}.txt"), "w")
+            # disable first: enable() on an enabled handler only changes its file, and a torch
+            # DataLoader worker has put its own SIGSEGV handler over the one inherited from the parent
+            faulthandler.disable()
+            faulthandler.enable(file=_dump_file)
         os.kill(os.getpid(), signal.SIGSEGV)
 
 
@@ -173,4 +186,4 @@ def run_isolated(fn: Callable[[Any], Any], jobs: Sequence[Any], *, workers: int,
                 w.stop(kill=not done)
 
 
-__all__ = ["TEST_CRASH_ENV", "WorkerDied", "crash_if_testing", "run_isolated", "signal_name"]
+__all__ = ["TEST_CRASH_DUMPS_ENV", "TEST_CRASH_ENV", "WorkerDied", "crash_if_testing", "run_isolated", "signal_name"]

@@ -11,12 +11,16 @@ GOP 12 form in a temporary file first, and the output says so. For a whole datas
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Sequence
+
+if __name__ == "__main__":  # `python -m teamnet.predict --help`: answered before torch & co. are imported
+    from teamnet.commands import predict_parser
+
+    predict_parser().parse_args()
 
 import numpy as np
 import torch
@@ -130,12 +134,12 @@ class Predictor:
         cams = self.model.class_activation_maps(out.features, target.to(self.device))
         return probs, sample, note, {m: c[0].cpu() for m, c in cams.items()}
 
-    def save_cams(self, sample, cams, path: str | os.PathLike, title: str) -> Path:
+    def save_cams(self, sample, cams, path: str | os.PathLike, title: str, class_name: str | None = None) -> Path:
         from teamnet.cam import draw_cams
 
         h, w = getattr(sample, sample.modalities[0]).shape[1:3]
         frames = _raw_crop(sample, _display_window(h, w, self.crop_size, self.scale_size), self.crop_size)
-        return draw_cams(frames, cams, path, title=title)
+        return draw_cams(frames, cams, path, title=title, class_name=class_name)
 
 
 def _cam_path(base: str, video: str, many: bool) -> str:
@@ -148,23 +152,12 @@ def _cam_path(base: str, video: str, many: bool) -> str:
 def _main(argv: Sequence[str] | None = None) -> int:
     from gpudecode import BackendUnavailableError, GpudecodeError
 
-    parser = argparse.ArgumentParser(prog="teamnet-predict", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("videos", nargs="+", help="videos to classify (any format FFmpeg reads)")
-    parser.add_argument("--checkpoint", required=True,
-                        help="a teamnet checkpoint (best.pt / last.pt of a run) or a published TEAM-Net one")
-    parser.add_argument("--topk", type=int, default=5, help="classes to print per video (default 5)")
-    parser.add_argument("--segments", type=int, default=None, help="default: the checkpoint's test_segments")
-    parser.add_argument("--crops", type=int, default=None, choices=[1, 2, 5, 10],
-                        help="views per clip: 1 centre, 2 +flip, 5 corners+centre, 10 +flips (default: the checkpoint's)")
-    parser.add_argument("--cam", default=None, metavar="OUT.png",
-                        help="draw the streams' class activation maps (one file per video when several)")
-    parser.add_argument("--no-reencode", action="store_true", help="fail instead of re-encoding unreadable videos")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="torch device (default: cuda when available, else cpu)")
-    parser.add_argument("--preprocess", choices=["ours", "published"], default=None,
-                        help="input conventions; default: those the checkpoint was trained with")
+    from teamnet.commands import predict_parser
+
+    parser = predict_parser()
     args = parser.parse_args(argv)
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.topk < 1 or (args.segments is not None and args.segments < 1):
         parser.error("--topk and --segments must be >= 1")
     if str(args.device).startswith("cuda") and not torch.cuda.is_available():
@@ -196,7 +189,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
             best = predictor.classes[int(top.indices[0])]
             try:
                 predictor.save_cams(sample, result[3], path,
-                                    f"{Path(video).name}: {best} ({100 * float(top.values[0]):.1f}%)")
+                                    f"{Path(video).name}: {best} ({100 * float(top.values[0]):.1f}%)", best)
             except OSError as e:
                 from gpudecode._cli_errors import UsageError
 

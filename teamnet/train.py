@@ -26,7 +26,6 @@ configuration), and TensorBoard events when tensorboard is installed.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
@@ -34,6 +33,11 @@ import os
 import sys
 import time
 from typing import Any, Sequence
+
+if __name__ == "__main__":  # `python -m teamnet.train --help`: answered before torch & co. (~5 s) are imported
+    from teamnet.commands import train_parser
+
+    train_parser().parse_args()
 
 import torch
 import torch.nn.functional as F
@@ -112,7 +116,7 @@ def evaluate(model: nn.Module, loader: ClipLoader, round_: int, cfg: TrainConfig
 
     Raises :class:`_Stop` when Ctrl-C was pressed (checked between batches, on all ranks together).
     """
-    from tqdm.auto import tqdm
+    from gpudecode.progress import tqdm  # plain lines when stderr is a log file
 
     inner = unwrap_model(model)
     model.eval()
@@ -335,7 +339,7 @@ class _Loop:
 
     def train_epoch(self, epoch: int, first: int, tally: EpochTally) -> bool:
         """Steps ``first``.. of ``epoch`` (0-based); True when ``max_steps`` stopped the run part-way."""
-        from tqdm.auto import tqdm
+        from gpudecode.progress import tqdm  # plain lines when stderr is a log file
 
         cfg, env, optimizer, scaler = self.cfg, self.env, self.optimizer, self.scaler
         epochs = cfg.optim.epochs
@@ -432,13 +436,9 @@ class _Loop:
 
 # -- command line -------------------------------------------------------------------------------------------
 def _main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="teamnet-train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="YAML file of overrides of teamnet.config defaults (configs/*.yaml)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one setting, e.g. --set optim.lr=0.01 (repeatable; value parsed as YAML)")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
-    args = parser.parse_args(argv)
+    from teamnet.commands import train_parser
+
+    args = train_parser().parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     if args.print_config:
         print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -13,8 +13,7 @@ from gpudecode.encode import canonical_pict_types, is_canonical, read_pict_types
 from gpudecode.errors import CorruptVideoError, DecodeError, NoVideoStreamError, VideoNotFoundError
 from gpudecode.prepare import PrepareReport, parse_size, prepare_one, prepare_videos
 from tests import media
-
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "real"
+from tests.conftest import FIXTURES_ABSENT
 
 
 def decoded_frames(path: Path) -> list[av.VideoFrame]:
@@ -206,25 +205,21 @@ REAL_CLIPS = {
 
 
 @pytest.mark.parametrize("name", sorted(REAL_CLIPS))
-def test_real_clips_become_canonical(tmp_path, name):
-    if not REAL.is_dir():
-        pytest.skip(f"{REAL} is absent")
-    src = REAL / name
+def test_real_clips_become_canonical(tmp_path, name, real_dir):
+    src = real_dir / name
     if not src.is_file():
-        pytest.skip(f"{src} is absent")
+        pytest.skip(f"{FIXTURES_ABSENT} ({name} is not among them)")
     out = prepare_one(src, tmp_path / "clip.mp4", gop=12)
     source = decoded_frames(src)
     assert_canonical(out, 12, len(source), (source[0].width, source[0].height))
 
 
-def test_real_folder_copy_prepares_in_parallel(tmp_path):
-    if not REAL.is_dir():
-        pytest.skip(f"{REAL} is absent")
+def test_real_folder_copy_prepares_in_parallel(tmp_path, real_dir):
     src = tmp_path / "real"
     src.mkdir()
     for name in REAL_CLIPS:
-        if (REAL / name).is_file():
-            shutil.copy(REAL / name, src / name)
+        if (real_dir / name).is_file():
+            shutil.copy(real_dir / name, src / name)
     report = prepare_videos(src, tmp_path / "out", codec="h264", size=(160, 120), workers=2, progress=False)
     assert report.ok and len(report.done) == len(list(src.iterdir()))
     for path in report.done:

@@ -27,6 +27,7 @@ import torch
 
 from teamnet.config import load_config
 from teamnet.train import lr_at, resolve_amp, train
+from tests.conftest import REAL
 
 pytest.importorskip("nvidia.dali")
 
@@ -200,7 +201,7 @@ def test_predict_prints_top5_and_draws_cams(tiny, tmp_path, capsys):
 
     video = tiny / "videos" / "move_left" / "move_left_000.mp4"
     # H.264 with B-frames (MPEG-4 Part 2 B-frames are read as is): re-encoded on the fly
-    bframes = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real" / "tests_data_rawvideo_dataset_part_0.mp4"
+    bframes = REAL / "tests_data_rawvideo_dataset_part_0.mp4"  # optional fixture: the test is complete without it
     videos = [str(video)] + ([str(bframes)] if bframes.exists() else [])
     cam = tmp_path / "cam.png"
     assert predict([*videos, "--checkpoint", str(out / "last.pt"), "--cam", str(cam)]) == 0
